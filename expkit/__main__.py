@@ -1,0 +1,3 @@
+from expkit.cli import main
+
+main()

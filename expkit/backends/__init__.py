@@ -1,0 +1,44 @@
+"""Backend registry: `trainer.backend` name -> the function that trains an already-built job.
+
+Backends build nothing themselves: they get the model (freeze applied), tokenized splits, collator,
+optimizer, scheduler, loss and metrics function from the shared builders, and the tracker.
+Adding a backend is one module with a `train(job) -> metrics` function, one line here, one YAML.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+# name -> "module:function", imported only when chosen (the hf backend pulls in accelerate)
+BACKENDS: dict[str, str] = {
+    "manual": "expkit.backends.manual:train",
+}
+
+
+@dataclass
+class TrainJob:
+    """Everything a backend needs, built once by expkit.run."""
+
+    cfg: DictConfig
+    model: Any
+    tokenizer: Any
+    datasets: dict[str, Any]  # "train", and "dev" / "test" when present
+    collator: Any
+    optimizer: Any
+    scheduler: Any
+    loss_fn: Callable[[Any, Any], Any] | None  # None: the model's own loss
+    compute_metrics: Callable[[Any, Any], dict[str, float]]  # (predictions, labels) -> metrics
+    total_steps: int
+    tracker: Any
+    run_dir: Path
+
+
+def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
+    module, _, func = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), func)

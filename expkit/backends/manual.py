@@ -1,0 +1,172 @@
+"""The hand-written PyTorch loop (S2, S5, S7, S8): the tutorial's loop, with what a run needs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from expkit.backends import TrainJob
+from expkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> Any:
+    """`auto`: CUDA when present, else MPS, else CPU."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def train_batches(dataset: Any, collator: Any, batch_size: int, seed: int, num_workers: int):
+    """Micro-batches forever, reshuffled every epoch from (seed, epoch): yields (epoch, batch)."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    epoch = 0
+    while True:
+        generator = torch.Generator()
+        generator.manual_seed(seed + epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=RandomSampler(dataset, generator=generator),
+            collate_fn=collator,
+            num_workers=num_workers,
+        )
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def _forward_loss(model: Any, batch: dict, loss_fn: Any, autocast: Any) -> tuple[Any, Any]:
+    with autocast():
+        if loss_fn is None:
+            out = model(**batch)
+            return out.loss, out.logits
+        labels = batch["labels"]
+        out = model(**{k: v for k, v in batch.items() if k != "labels"})
+        return loss_fn(out.logits, labels), out.logits
+
+
+def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
+    """Loss and metrics on one split, in eval mode under inference_mode (S2)."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    model = job.model
+    loader = DataLoader(
+        job.datasets[split], batch_size=job.cfg.trainer.eval_batch_size, collate_fn=job.collator
+    )
+    was_training = model.training
+    model.eval()
+    total_loss, count, preds, golds = 0.0, 0, [], []
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss, logits = _forward_loss(model, batch, job.loss_fn, autocast)
+            n = batch["labels"].shape[0]
+            total_loss += float(loss) * n  # per-sample mean over the split
+            count += n
+            preds.append(logits.argmax(-1).cpu().numpy())
+            golds.append(batch["labels"].cpu().numpy())
+    model.train(was_training)
+    metrics = job.compute_metrics(np.concatenate(preds), np.concatenate(golds))
+    return {"loss": total_loss / max(count, 1), **metrics}
+
+
+def train(job: TrainJob) -> dict[str, float]:
+    """Train for job.total_steps optimizer steps; log, evaluate and return the final metrics."""
+    import contextlib
+
+    import torch
+    from tqdm.auto import tqdm
+
+    t = job.cfg.trainer
+    device = resolve_device(str(t.device))
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"trainer.precision=fp16 needs a CUDA device (this run is on {device})")
+    if t.precision == "fp32":
+        autocast = contextlib.nullcontext
+    else:
+        dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
+        def autocast() -> Any:
+            return torch.autocast(device_type=device.type, dtype=dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+
+    model, optimizer, scheduler = job.model.to(device), job.optimizer, job.scheduler
+    params = [p for p in model.parameters() if p.requires_grad]
+    accum = int(t.grad_accum_steps)
+    batches = train_batches(job.datasets["train"], job.collator, t.batch_size, job.cfg.seed, t.num_workers)
+    has_dev = "dev" in job.datasets
+    final: dict[str, float] = {}
+
+    model.train()  # from_pretrained returns the model in eval mode (S2)
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(total=job.total_steps, desc="train", unit="step", disable=not t.progress or None)
+    window_loss, window_steps, samples, eval_seconds = 0.0, 0, 0, 0.0
+    start = time.perf_counter()
+    for step in range(1, job.total_steps + 1):
+        step_loss = torch.zeros((), device=device)
+        for _ in range(accum):
+            _epoch, batch = next(batches)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss, _ = _forward_loss(model, batch, job.loss_fn, autocast)
+            loss = loss / accum  # mean over the accumulated micro-batches
+            scaler.scale(loss).backward()
+            step_loss += loss.detach()
+            samples += batch["labels"].shape[0]
+        scaler.unscale_(optimizer)
+        max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
+        optimizer.zero_grad(set_to_none=True)
+
+        window_loss += float(step_loss)
+        window_steps += 1
+        bar.update(1)
+        if step % t.log_every == 0 or step == job.total_steps:
+            loss_value = window_loss / window_steps
+            job.tracker.log_metrics(
+                {
+                    "loss": loss_value,
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                },
+                step=step,
+            )
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            window_loss, window_steps = 0.0, 0
+        if has_dev and ((t.eval_every and step % t.eval_every == 0) or step == job.total_steps):
+            eval_start = time.perf_counter()
+            metrics = {f"eval_{k}": v for k, v in evaluate(job, "dev", device, autocast).items()}
+            eval_seconds += time.perf_counter() - eval_start
+            job.tracker.log_metrics(metrics, step=step)
+            final.update(metrics)
+            log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    runtime = time.perf_counter() - start - eval_seconds  # the training loop only
+    bar.close()
+    final["train_runtime"] = runtime
+    final["train_samples_per_second"] = samples / runtime if runtime > 0 else 0.0
+    job.tracker.log_metrics(
+        {"train_runtime": runtime, "train_samples_per_second": final["train_samples_per_second"]},
+        step=job.total_steps,
+    )
+    if "test" in job.datasets:
+        metrics = {f"test_{k}": v for k, v in evaluate(job, "test", device, autocast).items()}
+        job.tracker.log_metrics(metrics, step=job.total_steps)
+        final.update(metrics)
+    return final

@@ -1,0 +1,108 @@
+"""The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run.
+
+Only hydra and omegaconf are imported here, so `--help`, `--cfg job` and config errors answer at
+once; torch, transformers, datasets and mlflow are imported by the code that needs them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from expkit.errors import ExpkitError
+from expkit.schema import register_configs
+
+
+def config_dir() -> Path:
+    """The config tree: inside the package in a wheel, ./conf beside it in an editable install."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"expkit's config tree is missing (looked in {here / 'conf'})")
+
+
+def _task(cfg: Any) -> float | None:
+    from expkit.run import run_from_hydra
+
+    return run_from_hydra(cfg)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, folded into one line a person can read."""
+    from hydra.errors import MissingConfigException
+
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    if isinstance(exc, MissingConfigException) and exc.options is not None:
+        missing = exc.missing_cfg_file or "?/?"
+        group, _, wanted = missing.rpartition("/")
+        valid = ", ".join(o for o in exc.options if not o.startswith("base_"))
+        return f"unknown option '{wanted}' for config group '{group}' (valid: {valid})"
+    cause = exc.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
+        valid = _valid_keys(cause.object_type)
+        hint = f" (valid keys: {', '.join(valid)})" if valid else ""
+        return f"unknown config key '{cause.full_key}'{hint}"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        return f"invalid value for '{cause.full_key}': {str(cause).splitlines()[0]}"
+    parts = [str(exc)]
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in parts[0]:
+        parts.append(str(cause))
+    lines = []
+    for part in parts:
+        for line in part.splitlines():
+            line = line.strip()
+            # OmegaConf's debugging detail (types, object ids) says nothing to a user
+            if not line or line.startswith(("reference_type", "object_type", "full_key")):
+                continue
+            if line.startswith(("Config search path", "provider=", "Set the environment")):
+                break
+            lines.append(line)
+    return " ".join(lines)
+
+
+def _valid_keys(schema: Any) -> list[str]:
+    import dataclasses
+
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        return [f.name for f in dataclasses.fields(schema)]
+    return []
+
+
+def _install_error_reporter() -> None:
+    """Print user errors as one line and exit 2; everything else keeps Hydra's own reporting."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_expkit", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except ExpkitError as exc:
+            sys.stderr.write(f"expkit: error: {exc}\n")
+            sys.exit(2)
+        except (HydraException, OmegaConfBaseException) as exc:
+            sys.stderr.write(f"expkit: config error: {_one_line(exc)}\n")
+            sys.exit(2)
+        except Exception:
+            return original(func)
+
+    run_and_report._expkit = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
+def main() -> None:
+    """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
+    import hydra
+
+    register_configs()
+    _install_error_reporter()
+    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)
+    app()

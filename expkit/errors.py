@@ -1,0 +1,13 @@
+"""The one exception type for errors a user can cause (bad config, bad data, missing files)."""
+
+
+class ExpkitError(Exception):
+    """A user-facing error: its message is one line naming what is wrong and what would be valid."""
+
+
+class ConfigError(ExpkitError):
+    """The run config is invalid (found before anything heavy is loaded)."""
+
+
+class DataError(ExpkitError):
+    """A data file is missing, empty or malformed."""

@@ -1,0 +1,237 @@
+"""One run, top to bottom: validate, read data, open the tracker, build, train, save, close.
+
+Everything a user can get wrong is checked before the tracking run opens, so bad input never
+leaves a run behind; once it is open, the run ends FINISHED, FAILED or KILLED, never RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import subprocess
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from expkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = ("expkit", "torch", "transformers", "datasets", "mlflow", "hydra-core", "omegaconf")
+
+
+def plan_total_steps(num_train: int, trainer: DictConfig) -> int:
+    """Optimizer steps: trainer.max_steps, or `epochs` passes over the micro-batches."""
+    if trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    micro_batches = math.ceil(num_train / trainer.batch_size)
+    return max(1, math.ceil(trainer.epochs * micro_batches / trainer.grad_accum_steps))
+
+
+def run_name(cfg: DictConfig, overrides: list[str]) -> str:
+    """A readable name from the overrides (`lr=3e-05 freeze=base_model`), else the data set."""
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    parts = []
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if sep and not key.startswith("hydra") and key not in ("data.path",):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts)[:240] or str(cfg.data.name)
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_tags(cfg: DictConfig, overrides: list[str], launch_dir: Path, run_dir: Path) -> dict[str, str]:
+    tags = {
+        "expkit.backend": str(cfg.trainer.backend),
+        "expkit.overrides": " ".join(overrides),
+        "expkit.run_dir": str(run_dir),
+        "mlflow.source.name": "expkit",
+    }
+    for dist in _VERSIONED:
+        try:
+            tags[f"versions.{dist}"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    commit = _git_commit(launch_dir)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the run like Ctrl-C does (KILLED, not left RUNNING)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _summary_table(metrics: dict[str, float]) -> str:
+    width = max(len(k) for k in metrics)
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
+    lines += [f"{k.ljust(width)}  {v:.4f}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """Train one run from a composed config; return its final metrics."""
+    from expkit.data import load_raw
+    from expkit.tracking import default_store_uri, flatten, make_tracker
+    from expkit.validate import validate
+
+    validate(cfg)
+    if cfg.tracking.backend == "mlflow" and not cfg.tracking.uri:
+        cfg.tracking.uri = default_store_uri(launch_dir)  # absolute: one store whatever the cwd
+    raw = load_raw(cfg.data)
+    for note in raw.notes:
+        log.info(note)
+    if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != raw.num_labels:
+        raise ConfigError(
+            f"loss.class_weights has {len(cfg.loss.class_weights)} values but the data has "
+            f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
+        )
+    total_steps = plan_total_steps(raw.size("train"), cfg.trainer)
+    from expkit.optim import warmup_steps
+
+    if warmup_steps(cfg.scheduler, total_steps) >= total_steps:
+        raise ConfigError(
+            f"warmup ({warmup_steps(cfg.scheduler, total_steps)} steps) must be shorter than "
+            f"training ({total_steps} steps)"
+        )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
+
+    tracker = make_tracker(str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment))
+    tracker.start(run_name(cfg, overrides), run_tags(cfg, overrides, launch_dir, run_dir))
+    status = "FAILED"
+    try:
+        with _sigterm_as_interrupt():
+            metrics = _train(cfg, raw, total_steps, tracker, run_dir, launch_dir, flatten(resolved))
+        status = "FINISHED"
+        return metrics
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)
+
+
+def _train(
+    cfg: DictConfig,
+    raw: Any,
+    total_steps: int,
+    tracker: Any,
+    run_dir: Path,
+    launch_dir: Path,
+    params: dict[str, Any],
+) -> dict[str, float]:
+    from transformers import set_seed
+
+    from expkit.backends import TrainJob, get_backend
+    from expkit.data import make_collator, tokenize
+    from expkit.freeze import apply_freeze
+    from expkit.loss import build_loss
+    from expkit.metrics import classification_metrics
+    from expkit.model import build_model, build_tokenizer
+    from expkit.optim import build_optimizer, build_scheduler
+
+    tracker.log_artifact(run_dir / "config.yaml")
+    tracker.log_artifact(run_dir / "overrides.yaml")
+    set_seed(int(cfg.seed))
+    tokenizer = build_tokenizer(cfg.model)
+    splits = tokenize(raw, tokenizer, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
+    model = build_model(cfg.model, raw.label_names)
+    counts = apply_freeze(model, cfg.freeze)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
+    t = cfg.trainer
+    derived = {
+        "num_labels": raw.num_labels,
+        "label_names": ",".join(raw.label_names),
+        "train_examples": raw.size("train"),
+        "dev_examples": raw.size("dev"),
+        "test_examples": raw.size("test"),
+        "total_steps": total_steps,
+        "effective_batch_size": t.batch_size * t.grad_accum_steps,
+        **counts,
+    }
+    tracker.log_params({**params, **{f"derived.{k}": v for k, v in derived.items()}})
+    log.info(
+        "%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
+        "accumulation %d); %d of %d parameters trainable",
+        cfg.model.name_or_path, cfg.data.name, raw.size("train"), raw.size("dev"),
+        raw.size("test"), raw.num_labels, total_steps, derived["effective_batch_size"],
+        t.batch_size, t.grad_accum_steps, counts["trainable_params"], counts["total_params"],
+    )  # fmt: skip
+
+    def compute_metrics(predictions: Any, labels: Any) -> dict[str, float]:
+        return classification_metrics(predictions, labels, raw.num_labels)
+
+    job = TrainJob(
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        datasets=splits,
+        collator=make_collator(tokenizer),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=build_loss(cfg.loss, raw.num_labels),
+        compute_metrics=compute_metrics,
+        total_steps=total_steps,
+        tracker=tracker,
+        run_dir=run_dir,
+    )
+    metrics = get_backend(str(t.backend))(job)
+
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    tracker.log_artifact(run_dir / "metrics.json")
+    if t.save_model:
+        model_dir = run_dir / "model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        tracker.log_artifact(model_dir, "model")
+    print(_summary_table(metrics))
+    print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
+    return metrics
+
+
+def run_from_hydra(cfg: DictConfig) -> float | None:
+    """The Hydra task: run dir, launch dir and overrides come from Hydra's runtime config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run(
+        cfg,
+        run_dir=Path(hc.runtime.output_dir),
+        launch_dir=Path(hc.runtime.cwd),
+        overrides=list(hc.overrides.task),
+    )
+    return None

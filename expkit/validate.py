@@ -1,0 +1,191 @@
+"""Semantic checks on the composed config, all collected into one ConfigError before anything loads.
+
+Types and unknown keys are already caught by the schemas during composition; this module checks
+what a schema cannot: ranges, combinations, files that must exist, limits of the chosen model.
+Nothing heavy is imported here: the model's limits come from its config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from expkit.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def looks_like_path(name: str) -> bool:
+    """A model name that is meant as a local directory rather than a hub id."""
+    return name.startswith(("/", "./", "../", "~", "<")) or Path(name).expanduser().exists()
+
+
+def model_limits(model_cfg: DictConfig) -> dict[str, Any] | None:
+    """The model's config.json fields (with `arch` overrides) for a local model, else None."""
+    path = Path(str(model_cfg.name_or_path)).expanduser()
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    fields = json.loads(config_file.read_text(encoding="utf-8"))
+    fields.update(OmegaConf.to_container(model_cfg.arch) or {})
+    return fields
+
+
+def _registered(kind: str) -> tuple[str, ...]:
+    # The registries live in the builder modules, which import torch only inside their functions.
+    if kind == "optimizer":
+        from expkit.optim import OPTIMIZERS as reg
+    elif kind == "scheduler":
+        from expkit.optim import SCHEDULERS as reg
+    elif kind == "freeze":
+        from expkit.freeze import FREEZERS as reg
+    elif kind == "loss":
+        from expkit.loss import LOSSES as reg
+    elif kind == "backend":
+        from expkit.backends import BACKENDS as reg
+    else:
+        from expkit.tracking import TRACKERS as reg
+    return tuple(reg)
+
+
+def _check_model(cfg: DictConfig, errors: list[str]) -> dict[str, Any] | None:
+    m = cfg.model
+    name = str(m.name_or_path)
+    if m.init not in ("pretrained", "random"):
+        errors.append(f"model.init={m.init!r} is not valid (valid: pretrained, random)")
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            errors.append(
+                f"model directory '{name}' does not exist (model.name_or_path: a local model "
+                "folder, a hub id, or model=minilm / model=tiny for the offline ones)"
+            )
+            return None
+        if not (path / "config.json").is_file():
+            errors.append(f"model directory '{name}' has no config.json (not a Hugging Face model)")
+            return None
+    else:
+        from expkit.hub import hub_reachable, model_is_cached, unreachable_model_message
+
+        if not model_is_cached(name, m.cache_dir) and not hub_reachable():
+            errors.append(unreachable_model_message(name))
+            return None
+    if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
+        errors.append(f"model.dropout={m.dropout} must be in [0, 1)")
+    return model_limits(m)
+
+
+def _check_data(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str]) -> None:
+    d = cfg.data
+    if OmegaConf.is_missing(d, "path") or (d.path is None and d.hub_id is None):
+        errors.append(
+            f"data.path is required for data={d.name} (a folder with train/dev/test files), "
+            "e.g. data.path=../shared/data/sst2"
+        )
+    elif d.path is not None and not Path(str(d.path)).expanduser().is_dir():
+        errors.append(
+            f"data directory '{d.path}' does not exist (data.path: a folder holding "
+            "train/dev/test files in csv, tsv, jsonl or parquet)"
+        )
+    if len(d.text_fields) not in (1, 2):
+        errors.append(
+            f"data.text_fields={list(d.text_fields)} must name one column or two (a sentence pair)"
+        )
+    if d.max_length < 1:
+        errors.append(f"data.max_length={d.max_length} must be at least 1")
+    elif limits and d.max_length > int(limits.get("max_position_embeddings", d.max_length)):
+        errors.append(
+            f"data.max_length={d.max_length} is beyond the model's "
+            f"{limits['max_position_embeddings']} positions (max_position_embeddings)"
+        )
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = d[key]
+        if value is not None and value < 1:
+            errors.append(f"data.{key}={value} must be positive (or null for all)")
+    if d.label_names is not None and len(set(d.label_names)) != len(d.label_names):
+        errors.append(f"data.label_names={list(d.label_names)} has duplicates")
+
+
+def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str]) -> None:
+    t, o, s, f, loss = cfg.trainer, cfg.optimizer, cfg.scheduler, cfg.freeze, cfg.loss
+    if not o.lr > 0:
+        errors.append(f"optimizer.lr={o.lr} must be positive")
+    if o.head_lr is not None and not o.head_lr > 0:
+        errors.append(f"optimizer.head_lr={o.head_lr} must be positive (or null)")
+    if o.weight_decay < 0:
+        errors.append(f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+    for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every"):
+        if t[key] < 1:
+            errors.append(f"trainer.{key}={t[key]} must be at least 1")
+    if t.max_steps == 0 or t.max_steps < -1:
+        errors.append(f"trainer.max_steps={t.max_steps} must be positive (or -1 to use epochs)")
+    if t.max_steps == -1 and not t.epochs > 0:
+        errors.append(f"trainer.epochs={t.epochs} must be positive when trainer.max_steps=-1")
+    if t.eval_every < 0:
+        errors.append(f"trainer.eval_every={t.eval_every} must be >= 0 (0: at the end only)")
+    if t.max_grad_norm is not None and not t.max_grad_norm > 0:
+        errors.append(f"trainer.max_grad_norm={t.max_grad_norm} must be positive (or null)")
+    if t.precision not in PRECISIONS:
+        errors.append(f"trainer.precision={t.precision!r} is not valid (valid: {', '.join(PRECISIONS)})")
+    if not _DEVICE.match(str(t.device)):
+        errors.append(f"trainer.device={t.device!r} is not valid (valid: auto, cpu, cuda, cuda:N, mps)")
+    if t.num_workers < 0:
+        errors.append(f"trainer.num_workers={t.num_workers} must be >= 0")
+    if s.warmup_steps < 0:
+        errors.append(f"scheduler.warmup_steps={s.warmup_steps} must be >= 0")
+    if not 0.0 <= s.warmup_ratio < 1.0:
+        errors.append(f"scheduler.warmup_ratio={s.warmup_ratio} must be in [0, 1)")
+    if s.warmup_steps > 0 and s.warmup_ratio > 0:
+        errors.append("set scheduler.warmup_steps or scheduler.warmup_ratio, not both")
+    if t.max_steps > 0 and s.warmup_steps >= t.max_steps:
+        errors.append(
+            f"scheduler.warmup_steps={s.warmup_steps} must be shorter than training "
+            f"(trainer.max_steps={t.max_steps})"
+        )
+    if f.name == "bottom_layers":
+        layers = int(limits["num_hidden_layers"]) if limits and "num_hidden_layers" in limits else None
+        if f.num_layers < 1:
+            errors.append(f"freeze.num_layers={f.num_layers} must be at least 1 for bottom_layers")
+        elif layers is not None and f.num_layers > layers:
+            errors.append(
+                f"freeze.num_layers={f.num_layers} is beyond the model's {layers} encoder layers"
+            )
+    if not 0.0 <= loss.label_smoothing < 1.0:
+        errors.append(f"loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
+    if loss.class_weights is not None:
+        if loss.name != "cross_entropy":
+            errors.append("loss.class_weights needs loss=cross_entropy")
+        if any(w <= 0 for w in loss.class_weights):
+            errors.append(f"loss.class_weights={list(loss.class_weights)} must all be positive")
+    if loss.label_smoothing > 0 and loss.name != "cross_entropy":
+        errors.append("loss.label_smoothing needs loss=cross_entropy")
+
+
+def _check_names(cfg: DictConfig, errors: list[str]) -> None:
+    for kind, value in (
+        ("optimizer", cfg.optimizer.name),
+        ("scheduler", cfg.scheduler.name),
+        ("freeze", cfg.freeze.name),
+        ("loss", cfg.loss.name),
+        ("backend", cfg.trainer.backend),
+        ("tracking", cfg.tracking.backend),
+    ):
+        valid = _registered(kind)
+        if value not in valid:
+            errors.append(f"{kind} {value!r} is not registered (valid: {', '.join(valid)})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one ConfigError naming every problem in `cfg` (semicolon-separated, one line)."""
+    errors: list[str] = []
+    _check_names(cfg, errors)
+    limits = _check_model(cfg, errors)
+    _check_data(cfg, limits, errors)
+    _check_training(cfg, limits, errors)
+    if errors:
+        raise ConfigError("; ".join(errors))
