@@ -32,7 +32,6 @@ def _task(cfg: Any) -> float | None:
 def _one_line(exc: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, folded into one line a person can read."""
     from hydra.errors import MissingConfigException
-
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     if isinstance(exc, MissingConfigException) and exc.options is not None:

@@ -50,7 +50,9 @@ def _label_set(train_values: list[Any], names: list[str] | None, source: str) ->
     if all(_INT.match(v) for v in as_str):
         ids = [int(v) for v in as_str]
         if min(ids) < 0:
-            raise DataError(f"{source}: label {min(ids)} is negative (integer labels are class ids)")
+            raise DataError(
+                f"{source}: label {min(ids)} is negative (integer labels are class ids)"
+            )
         if names is not None:
             return list(names)
         return [str(i) for i in range(max(ids) + 1)]
@@ -136,14 +138,17 @@ def load_raw(cfg: DictConfig) -> RawData:
     tables, sources = _read_local(cfg) if cfg.path is not None else _read_hub(cfg)
     if "train" not in tables:
         raise DataError(f"no train split in {cfg.path or cfg.hub_id}")
-    notes = [f"no {s} split in {cfg.path or cfg.hub_id}: skipped" for s in SPLITS if s not in tables]
+    notes = [
+        f"no {s} split in {cfg.path or cfg.hub_id}: skipped" for s in SPLITS if s not in tables
+    ]
     columns, rows = tables["train"]
     train_texts, train_labels = _columns(rows, columns, cfg, sources["train"])
     names = list(cfg.label_names) if cfg.label_names is not None else None
     label_names = _label_set(train_labels, names, sources["train"])
     if len(label_names) < 2:
         raise DataError(
-            f"{sources['train']}: only one label ({label_names[0]}); classification needs two or more"
+            f"{sources['train']}: only one label ({label_names[0]}); "
+            "classification needs two or more"
         )
     texts = {"train": train_texts}
     labels = {"train": _label_ids(train_labels, label_names, sources["train"])}
@@ -152,7 +157,11 @@ def load_raw(cfg: DictConfig) -> RawData:
             columns, rows = tables[split]
             texts[split], raw_labels = _columns(rows, columns, cfg, sources[split])
             labels[split] = _label_ids(raw_labels, label_names, sources[split])
-    limits = {"train": cfg.max_train_samples, "dev": cfg.max_eval_samples, "test": cfg.max_eval_samples}
+    limits = {
+        "train": cfg.max_train_samples,
+        "dev": cfg.max_eval_samples,
+        "test": cfg.max_eval_samples,
+    }
     for split, limit in limits.items():
         if limit is not None and split in labels:
             texts[split] = [col[:limit] for col in texts[split]]
@@ -172,7 +181,9 @@ def _fingerprint(raw: RawData, split: str, tokenizer: Any, max_length: int) -> s
     return h.hexdigest()[:24]
 
 
-def tokenize(raw: RawData, tokenizer: Any, cfg: DictConfig, cache_dir: Path | None) -> dict[str, Any]:
+def tokenize(
+    raw: RawData, tokenizer: Any, cfg: DictConfig, cache_dir: Path | None
+) -> dict[str, Any]:
     """One `datasets.Dataset` per split with input ids and labels, tokenized once and cached."""
     import datasets
 

@@ -1,4 +1,4 @@
-"""Fail fast when a hub id cannot be had: not cached and the hub unreachable (no minute of retries)."""
+"""Fail fast when a hub id is neither cached nor reachable (instead of a minute of retries)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 import socket
 from urllib.parse import urlparse
 
-OFFLINE_MODELS = "model=minilm (offline pretrained), model=tiny, or model.name_or_path=/a/local/model/dir"
+OFFLINE_MODELS = (
+    "model=minilm (offline pretrained), model=tiny, or model.name_or_path=/a/local/model/dir"
+)
 
 
 def hub_endpoint() -> str:

@@ -9,7 +9,12 @@ from omegaconf import DictConfig, OmegaConf
 from expkit.errors import ConfigError
 
 # The dropout fields of the common encoder families; `model.dropout` sets those the config has.
-_DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+_DROPOUT_FIELDS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "attention_dropout",
+)
 
 
 def _load_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -22,7 +27,9 @@ def _load_kwargs(cfg: DictConfig) -> dict[str, Any]:
 def build_tokenizer(cfg: DictConfig) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(cfg.tokenizer or cfg.name_or_path), **_load_kwargs(cfg))
+    return AutoTokenizer.from_pretrained(
+        str(cfg.tokenizer or cfg.name_or_path), **_load_kwargs(cfg)
+    )
 
 
 def build_model(cfg: DictConfig, label_names: list[str]) -> Any:

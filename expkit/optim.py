@@ -27,7 +27,10 @@ def parameter_groups(model: Any, cfg: DictConfig) -> list[dict[str, Any]]:
         groups.setdefault((is_head, decay), []).append(param)
     out = []
     for (is_head, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
-        group: dict[str, Any] = {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0}
+        group: dict[str, Any] = {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+        }
         if is_head:
             group["lr"] = cfg.head_lr
         out.append(group)
@@ -83,6 +86,4 @@ def build_scheduler(optimizer: Any, cfg: DictConfig, total_steps: int) -> Any:
 
     warmup = warmup_steps(cfg, total_steps)
     name = SCHEDULERS[cfg.name](warmup)
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
-    )
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -11,7 +11,7 @@ import logging
 import math
 import signal
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,9 @@ def _git_commit(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_tags(cfg: DictConfig, overrides: list[str], launch_dir: Path, run_dir: Path) -> dict[str, str]:
+def run_tags(
+    cfg: DictConfig, overrides: list[str], launch_dir: Path, run_dir: Path
+) -> dict[str, str]:
     tags = {
         "expkit.backend": str(cfg.trainer.backend),
         "expkit.overrides": " ".join(overrides),
@@ -63,10 +65,8 @@ def run_tags(cfg: DictConfig, overrides: list[str], launch_dir: Path, run_dir: P
         "mlflow.source.name": "expkit",
     }
     for dist in _VERSIONED:
-        try:
+        with suppress(metadata.PackageNotFoundError):
             tags[f"versions.{dist}"] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     commit = _git_commit(launch_dir)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -129,7 +129,9 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
 
-    tracker = make_tracker(str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment))
+    tracker = make_tracker(
+        str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
+    )
     tracker.start(run_name(cfg, overrides), run_tags(cfg, overrides, launch_dir, run_dir))
     status = "FAILED"
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf reads these annotations)
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
@@ -17,25 +17,29 @@ from omegaconf import MISSING, OmegaConf
 @dataclass
 class ModelConfig:
     name_or_path: str = MISSING  # hub id or local directory
-    init: str = "pretrained"  # pretrained | random (architecture from name_or_path + arch, random weights)
-    tokenizer: Optional[str] = None  # defaults to name_or_path
-    cache_dir: Optional[str] = None  # where hub downloads go (the tutorial's cache_dir)
-    dropout: Optional[float] = None  # overrides the model's hidden and attention dropout
-    arch: Dict[str, Any] = field(default_factory=dict)  # config fields to override (e.g. tiny sizes)
+    init: str = (
+        "pretrained"  # pretrained | random (architecture from name_or_path + arch, random weights)
+    )
+    tokenizer: str | None = None  # defaults to name_or_path
+    cache_dir: str | None = None  # where hub downloads go (the tutorial's cache_dir)
+    dropout: float | None = None  # overrides the model's hidden and attention dropout
+    arch: dict[str, Any] = field(
+        default_factory=dict
+    )  # config fields to override (e.g. tiny sizes)
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
-    path: Optional[str] = None  # folder with train / dev (validation) / test files
-    hub_id: Optional[str] = None  # datasets.load_dataset(hub_id, hub_config) when path is unset
-    hub_config: Optional[str] = None
-    text_fields: List[str] = field(default_factory=lambda: ["text"])  # one column, or two for pairs
+    path: str | None = None  # folder with train / dev (validation) / test files
+    hub_id: str | None = None  # datasets.load_dataset(hub_id, hub_config) when path is unset
+    hub_config: str | None = None
+    text_fields: list[str] = field(default_factory=lambda: ["text"])  # one column, or two for pairs
     label_field: str = "label"
-    label_names: Optional[List[str]] = None  # the label set in id order; default: from train
+    label_names: list[str] | None = None  # the label set in id order; default: from train
     max_length: int = 128
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
     cache: bool = True  # keep tokenized splits on disk, keyed by content fingerprint
 
 
@@ -44,13 +48,13 @@ class OptimizerConfig:
     name: str = MISSING
     lr: float = 5e-5
     weight_decay: float = 0.0
-    no_decay: List[str] = field(default_factory=lambda: ["bias", "LayerNorm.weight"])
-    head_lr: Optional[float] = None  # lr of the task head (parameters outside base_model)
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "LayerNorm.weight"])
+    head_lr: float | None = None  # lr of the task head (parameters outside base_model)
 
 
 @dataclass
 class AdamWConfig(OptimizerConfig):
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
 
@@ -77,7 +81,7 @@ class FreezeConfig:
 @dataclass
 class LossConfig:
     name: str = MISSING  # model (the model's own loss) | cross_entropy
-    class_weights: Optional[List[float]] = None
+    class_weights: list[float] | None = None
     label_smoothing: float = 0.0
 
 
@@ -89,7 +93,7 @@ class TrainerConfig:
     batch_size: int = 16
     eval_batch_size: int = 64
     grad_accum_steps: int = 1
-    max_grad_norm: Optional[float] = 1.0
+    max_grad_norm: float | None = 1.0
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate at the end only
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -102,9 +106,9 @@ class TrainerConfig:
 @dataclass
 class TrackingConfig:
     backend: str = MISSING  # mlflow | none
-    uri: Optional[str] = None  # default: sqlite:///<launch dir>/runs/mlflow.db
+    uri: str | None = None  # default: sqlite:///<launch dir>/runs/mlflow.db
     experiment: str = "expkit"
-    run_name: Optional[str] = None  # default: made from the command-line overrides
+    run_name: str | None = None  # default: made from the command-line overrides
     tensorboard: bool = False
 
 

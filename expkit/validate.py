@@ -131,9 +131,13 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
     if t.max_grad_norm is not None and not t.max_grad_norm > 0:
         errors.append(f"trainer.max_grad_norm={t.max_grad_norm} must be positive (or null)")
     if t.precision not in PRECISIONS:
-        errors.append(f"trainer.precision={t.precision!r} is not valid (valid: {', '.join(PRECISIONS)})")
+        errors.append(
+            f"trainer.precision={t.precision!r} is not valid (valid: {', '.join(PRECISIONS)})"
+        )
     if not _DEVICE.match(str(t.device)):
-        errors.append(f"trainer.device={t.device!r} is not valid (valid: auto, cpu, cuda, cuda:N, mps)")
+        errors.append(
+            f"trainer.device={t.device!r} is not valid (valid: auto, cpu, cuda, cuda:N, mps)"
+        )
     if t.num_workers < 0:
         errors.append(f"trainer.num_workers={t.num_workers} must be >= 0")
     if s.warmup_steps < 0:
@@ -148,7 +152,9 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
             f"(trainer.max_steps={t.max_steps})"
         )
     if f.name == "bottom_layers":
-        layers = int(limits["num_hidden_layers"]) if limits and "num_hidden_layers" in limits else None
+        layers = (
+            int(limits["num_hidden_layers"]) if limits and "num_hidden_layers" in limits else None
+        )
         if f.num_layers < 1:
             errors.append(f"freeze.num_layers={f.num_layers} must be at least 1 for bottom_layers")
         elif layers is not None and f.num_layers > layers:

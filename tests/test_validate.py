@@ -24,7 +24,10 @@ from expkit.validate import validate
         (["scheduler.warmup_ratio=1.5"], "scheduler.warmup_ratio=1.5 must be in [0, 1)"),
         (["data=sst2"], "data.path is required for data=sst2"),
         (["data.path=/nonexistent/dir"], "data directory '/nonexistent/dir' does not exist"),
-        (["model.name_or_path=/nonexistent/model"], "model directory '/nonexistent/model' does not exist"),
+        (
+            ["model.name_or_path=/nonexistent/model"],
+            "model directory '/nonexistent/model' does not exist",
+        ),
         (["data.text_fields=[a,b,c]"], "must name one column or two"),
         (["loss.label_smoothing=0.1"], "loss.label_smoothing needs loss=cross_entropy"),
     ],
@@ -63,7 +66,8 @@ def test_every_option_of_every_group_composes_and_validates(make_cfg, tmp_path):
 
 def test_validation_imports_nothing_heavy():
     code = (
-        "import sys; from tests.conftest import compose_config; from expkit.validate import validate;"
+        "import sys; from tests.conftest import compose_config;"
+        "from expkit.validate import validate;"
         "validate(compose_config(['model=tiny']));"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'mlflow') if m in sys.modules];"
         "assert not heavy, heavy"

@@ -24,7 +24,9 @@ def resolve_device(name: str) -> Any:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but no CUDA device is available (use auto or cpu)")
+        raise ConfigError(
+            f"trainer.device={name} but no CUDA device is available (use auto or cpu)"
+        )
     return torch.device(name)
 
 
@@ -101,14 +103,18 @@ def train(job: TrainJob) -> dict[str, float]:
         autocast = contextlib.nullcontext
     else:
         dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
+
         def autocast() -> Any:
             return torch.autocast(device_type=device.type, dtype=dtype)
+
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     model, optimizer, scheduler = job.model.to(device), job.optimizer, job.scheduler
     params = [p for p in model.parameters() if p.requires_grad]
     accum = int(t.grad_accum_steps)
-    batches = train_batches(job.datasets["train"], job.collator, t.batch_size, job.cfg.seed, t.num_workers)
+    batches = train_batches(
+        job.datasets["train"], job.collator, t.batch_size, job.cfg.seed, t.num_workers
+    )
     has_dev = "dev" in job.datasets
     final: dict[str, float] = {}
 
@@ -149,6 +155,12 @@ def train(job: TrainJob) -> dict[str, float]:
                 step=step,
             )
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if bar.disable:  # no terminal (a log file, CI): progress as log lines instead
+                elapsed = time.perf_counter() - start - eval_seconds
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e %.2f steps/s",
+                    step, job.total_steps, loss_value, scheduler.get_last_lr()[0], step / elapsed,
+                )  # fmt: skip
             window_loss, window_steps = 0.0, 0
         if has_dev and ((t.eval_every and step % t.eval_every == 0) or step == job.total_steps):
             eval_start = time.perf_counter()
