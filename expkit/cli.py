@@ -6,6 +6,7 @@ once; torch, transformers, datasets and mlflow are imported by the code that nee
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,4 +105,11 @@ def main() -> None:
     register_configs()
     _install_error_reporter()
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as exc:  # the run is already marked KILLED in MLflow
+        signum = getattr(exc, "signum", signal.SIGINT)
+        sys.stderr.write(
+            f"expkit: interrupted by {signal.Signals(signum).name}; run marked KILLED\n"
+        )
+        sys.exit(128 + signum)

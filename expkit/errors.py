@@ -11,3 +11,11 @@ class ConfigError(ExpkitError):
 
 class DataError(ExpkitError):
     """A data file is missing, empty or malformed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so it ends like Ctrl-C does (KILLED, not RUNNING)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum

@@ -11,6 +11,7 @@ import logging
 import math
 import signal
 import subprocess
+import sys
 from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import ConfigError
+from expkit.errors import ConfigError, Terminated
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _sigterm_as_interrupt():
     """SIGTERM ends the run like Ctrl-C does (KILLED, not left RUNNING)."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -129,21 +130,28 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
 
+    # the heavy imports happen before the run opens: a RUNNING run is one that is training
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
     )
-    tracker.start(run_name(cfg, overrides), run_tags(cfg, overrides, launch_dir, run_dir))
     status = "FAILED"
-    try:
-        with _sigterm_as_interrupt():
-            metrics = _train(cfg, raw, total_steps, tracker, run_dir, launch_dir, flatten(resolved))
-        status = "FINISHED"
-        return metrics
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
+    with _sigterm_as_interrupt():
+        try:
+            tracker.start(run_name(cfg, overrides), run_tags(cfg, overrides, launch_dir, run_dir))
+            tracker.log_params(flatten(resolved))
+            tracker.log_artifact(run_dir / "config.yaml")
+            tracker.log_artifact(run_dir / "overrides.yaml")
+            metrics = _train(cfg, raw, total_steps, tracker, run_dir, launch_dir)
+            status = "FINISHED"
+            return metrics
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end(status)
 
 
 def _train(
@@ -153,7 +161,6 @@ def _train(
     tracker: Any,
     run_dir: Path,
     launch_dir: Path,
-    params: dict[str, Any],
 ) -> dict[str, float]:
     from transformers import set_seed
 
@@ -165,8 +172,6 @@ def _train(
     from expkit.model import build_model, build_tokenizer
     from expkit.optim import build_optimizer, build_scheduler
 
-    tracker.log_artifact(run_dir / "config.yaml")
-    tracker.log_artifact(run_dir / "overrides.yaml")
     set_seed(int(cfg.seed))
     tokenizer = build_tokenizer(cfg.model)
     splits = tokenize(raw, tokenizer, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
@@ -185,7 +190,7 @@ def _train(
         "effective_batch_size": t.batch_size * t.grad_accum_steps,
         **counts,
     }
-    tracker.log_params({**params, **{f"derived.{k}": v for k, v in derived.items()}})
+    tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
     log.info(
         "%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
         "accumulation %d); %d of %d parameters trainable",
@@ -228,12 +233,22 @@ def _train(
 def run_from_hydra(cfg: DictConfig) -> float | None:
     """The Hydra task: run dir, launch dir and overrides come from Hydra's runtime config."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from expkit.errors import ExpkitError
 
     hc = HydraConfig.get()
-    run(
-        cfg,
-        run_dir=Path(hc.runtime.output_dir),
-        launch_dir=Path(hc.runtime.cwd),
-        overrides=list(hc.overrides.task),
-    )
+    try:
+        run(
+            cfg,
+            run_dir=Path(hc.runtime.output_dir),
+            launch_dir=Path(hc.runtime.cwd),
+            overrides=list(hc.overrides.task),
+        )
+    except ExpkitError as exc:
+        if hc.mode != RunMode.RUN:
+            raise  # a sweep reports its failed jobs itself
+        # one line, before Hydra adds its own "Error executing job" banner around it
+        sys.stderr.write(f"expkit: error: {exc}\n")
+        raise SystemExit(2) from None
     return None

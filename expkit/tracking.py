@@ -5,22 +5,30 @@ mlflow is imported lazily, inside MLflowTracker, so `expkit --help` and config e
 
 from __future__ import annotations
 
+import os
+import posixpath
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from expkit.errors import ConfigError
 
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for params in one log_batch call
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-MAX_KEY_LENGTH = 250
-MAX_TAG_LENGTH = 5000
-FLUSH_SECONDS = 5.0
+# MLflow's limits (mlflow.utils.validation); copied so importing this module stays mlflow-free.
+MAX_PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
+MAX_METRICS_PER_BATCH = 1000  # MAX_METRICS_PER_BATCH
+MAX_PARAM_LENGTH = 6000  # MAX_PARAM_VAL_LENGTH
+MAX_KEY_LENGTH = 250  # MAX_ENTITY_KEY_LENGTH
+MAX_TAG_LENGTH = 5000  # below MLflow's 8000, so older servers accept them too
+FLUSH_SECONDS = 5.0  # metrics wait at most this long in the buffer (while logging goes on)
+TRUNCATED = "...(truncated)"
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")  # MLflow rejects names with anything else
 
 
 class Tracker(Protocol):
+    """What a training run reports to; see MLflowTracker and NullTracker."""
+
     run_id: str | None
 
     def start(self, run_name: str | None, tags: dict[str, str]) -> None: ...
@@ -42,9 +50,13 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:
             if value:
                 out.update(flatten(value, f"{name}."))
             else:
-                out[name] = "{}"
+                out[name] = "{}"  # keep the key: an empty section is still a setting
+        elif value is None:
+            out[name] = "None"
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            out[name] = str(value)  # lists (ListConfig too): one readable value, not one per item
         else:
-            out[name] = "None" if value is None else value
+            out[name] = value
     return out
 
 
@@ -56,8 +68,17 @@ def default_store_uri(root: str | Path) -> str:
 
 
 def _clip(value: str, limit: int) -> str:
-    suffix = "...(truncated)"
-    return value if len(value) <= limit else value[: limit - len(suffix)] + suffix
+    """Keep the start of an over-long value and say it was cut, so MLflow never rejects it."""
+    return value if len(value) <= limit else value[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _key(name: object) -> str:
+    """A name MLflow accepts: bad characters -> "_", no path tricks ("a/../b", "/x"), <= 250."""
+    key = _BAD_KEY_CHARS.sub("_", str(name)) or "_"
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith(("..", "/")):
+        key = key.replace("/", "_").replace("..", "__")
+    return _clip(key, MAX_KEY_LENGTH)
 
 
 class NullTracker:
@@ -105,43 +126,45 @@ class MLflowTracker:
         self._ended = False
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
+        """Get the experiment by name or create it (another process may create it first)."""
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        if artifact_location is None and self.uri.startswith("sqlite:///"):
-            # artifacts beside the .db file, never a stray ./mlruns in the working directory
-            db = Path(self.uri[len("sqlite:///") :])
-            artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:  # another process created it in the meantime
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is None:
+            if artifact_location is None and self.uri.startswith("sqlite:///"):
+                # artifacts beside the .db file: MLflow's default is ./mlruns in the cwd
+                db = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
+                artifact_location = (db.parent.resolve() / "mlartifacts").as_uri()
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException as err:
+                found = self.client.get_experiment_by_name(name)
+                if found is None or err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        if found.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be created
+            self.client.restore_experiment(found.experiment_id)
+        return found.experiment_id
 
     def start(self, run_name: str | None, tags: dict[str, str]) -> None:
-        clipped = {k: _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+        clipped = {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=clipped)
         self.run_id = run.info.run_id
 
     def log_params(self, params: dict[str, object]) -> None:
         from mlflow.entities import Param
 
-        items = [
-            Param(_clip(str(k), MAX_KEY_LENGTH), _clip(str(v), MAX_PARAM_LENGTH))
-            for k, v in params.items()
-        ]
+        # a dict: two keys that clean up to the same name must not clash in one batch
+        clean = {_key(k): _clip(str(v), MAX_PARAM_LENGTH) for k, v in params.items()}
+        items = [Param(k, v) for k, v in clean.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffer the values (nan/inf included: MLflow stores them); send when due."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        self._buffer.extend(Metric(_key(k), float(v), now, int(step)) for k, v in metrics.items())
         if (
             len(self._buffer) >= MAX_METRICS_PER_BATCH
             or time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -151,11 +174,13 @@ class MLflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, _clip(str(v), MAX_TAG_LENGTH)) for k, v in tags.items()]
+        clean = {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+        items = [RunTag(k, v) for k, v in clean.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """A file, or every file in a directory, under artifact_path."""
         path = Path(path)
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
@@ -166,6 +191,7 @@ class MLflowTracker:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def flush(self) -> None:
+        """Send the buffered metrics; a chunk is dropped from the buffer only once sent."""
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
             self.client.log_batch(self.run_id, metrics=chunk)
@@ -173,25 +199,30 @@ class MLflowTracker:
         self._last_flush = time.monotonic()
 
     def end(self, status: str = "FINISHED") -> None:
-        """Flush what is buffered, then mark the run; a failed flush still ends the run."""
+        """Flush, then mark the run with status; a failed flush still ends it. Idempotent."""
         if self._ended or self.run_id is None:
             return
         self._ended = True
         try:
             self.flush()
-        except Exception:
-            self.client.set_terminated(self.run_id, "FAILED")
-            raise
-        self.client.set_terminated(self.run_id, status)
+        finally:  # never leave the run RUNNING; the flush error (if any) still propagates
+            self.client.set_terminated(self.run_id, status)
+
+
+def _mlflow(uri: str | None, experiment: str) -> MLflowTracker:
+    # no URI: MLflow's own setting if the user has one, else the project's SQLite store
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(Path.cwd())
+    return MLflowTracker(uri, experiment)
 
 
 TRACKERS: dict[str, Callable[[str | None, str], Tracker]] = {
-    "mlflow": lambda uri, experiment: MLflowTracker(str(uri), experiment),
+    "mlflow": _mlflow,
     "none": lambda uri, experiment: NullTracker(),
 }
 
 
 def make_tracker(backend: str, uri: str | None, experiment: str) -> Tracker:
+    """The tracker named by tracking.backend."""
     if backend not in TRACKERS:
         raise ConfigError(f"tracking backend {backend!r} is unknown (valid: {', '.join(TRACKERS)})")
     return TRACKERS[backend](uri, experiment)

@@ -1,0 +1,58 @@
+"""Ctrl-C and SIGTERM end the run KILLED (never left RUNNING), with the usual exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for_training(client: MlflowClient, proc: subprocess.Popen, limit: float):
+    """The run, once it has logged a training loss (polled, bounded: not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("expkit")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            return runs[0]
+        time.sleep(0.5)
+    return None
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_marks_the_run_killed(tmp_path, sig, code):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = "".join(f"sample text number {i}\t{i % 2}\n" for i in range(64))
+    (data / "train.tsv").write_text("text\tlabel\n" + rows, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expkit", "model=tiny", "data=local", f"data.path={data}",
+         "trainer.max_steps=1000000", "trainer.log_every=1", "trainer.save_model=false"],
+        cwd=tmp_path, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/runs/mlflow.db")
+    try:
+        running = _wait_for_training(client, proc, limit=240)
+        assert running is not None, proc.communicate()[1][-2000:] if proc.poll() else "no run"
+        assert running.info.status == "RUNNING"
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr[-6000:]
+    assert "run marked KILLED" in stderr and "Traceback" not in stderr
+    run = client.get_run(running.info.run_id)
+    assert run.info.status == "KILLED"
+    # every step logged before the signal was flushed, none missing
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert steps == list(range(1, len(steps) + 1))
+    assert run.data.params["trainer.max_steps"] == "1000000"
