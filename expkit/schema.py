@@ -95,7 +95,7 @@ class TrainerConfig:
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0
     log_every: int = 10
-    eval_every: int = 0  # 0: evaluate at the end only
+    eval_every: int = 0  # 0: evaluate at the end of each epoch (and always at the last step)
     precision: str = "fp32"  # fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0

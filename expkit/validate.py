@@ -127,7 +127,7 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
     if t.max_steps == -1 and not t.epochs > 0:
         errors.append(f"trainer.epochs={t.epochs} must be positive when trainer.max_steps=-1")
     if t.eval_every < 0:
-        errors.append(f"trainer.eval_every={t.eval_every} must be >= 0 (0: at the end only)")
+        errors.append(f"trainer.eval_every={t.eval_every} must be >= 0 (0: after each epoch)")
     if t.max_grad_norm is not None and not t.max_grad_norm > 0:
         errors.append(f"trainer.max_grad_norm={t.max_grad_norm} must be positive (or null)")
     if t.precision not in PRECISIONS:

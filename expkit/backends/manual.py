@@ -51,6 +51,13 @@ def train_batches(dataset: Any, collator: Any, batch_size: int, seed: int, num_w
         epoch += 1
 
 
+def is_eval_step(step: int, eval_every: int, accum: int, batches_per_epoch: int) -> bool:
+    """Every `eval_every` steps; with 0, at the step that completes each epoch."""
+    if eval_every:
+        return step % eval_every == 0
+    return (step * accum) // batches_per_epoch > ((step - 1) * accum) // batches_per_epoch
+
+
 def _forward_loss(model: Any, batch: dict, loss_fn: Any, autocast: Any) -> tuple[Any, Any]:
     with autocast():
         if loss_fn is None:
@@ -116,6 +123,7 @@ def train(job: TrainJob) -> dict[str, float]:
         job.datasets["train"], job.collator, t.batch_size, job.cfg.seed, t.num_workers
     )
     has_dev = "dev" in job.datasets
+    batches_per_epoch = math.ceil(len(job.datasets["train"]) / t.batch_size)
     final: dict[str, float] = {}
 
     model.train()  # from_pretrained returns the model in eval mode (S2)
@@ -162,7 +170,9 @@ def train(job: TrainJob) -> dict[str, float]:
                     step, job.total_steps, loss_value, scheduler.get_last_lr()[0], step / elapsed,
                 )  # fmt: skip
             window_loss, window_steps = 0.0, 0
-        if has_dev and ((t.eval_every and step % t.eval_every == 0) or step == job.total_steps):
+        if has_dev and (
+            is_eval_step(step, t.eval_every, accum, batches_per_epoch) or step == job.total_steps
+        ):
             eval_start = time.perf_counter()
             metrics = {f"eval_{k}": v for k, v in evaluate(job, "dev", device, autocast).items()}
             eval_seconds += time.perf_counter() - eval_start

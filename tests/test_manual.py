@@ -1,0 +1,118 @@
+"""The manual loop, in process on the tiny model: steps, accumulation, modes, logging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from expkit.backends import TrainJob, get_backend
+from expkit.backends.manual import evaluate, is_eval_step, resolve_device
+from expkit.data import RawData, make_collator, tokenize
+from expkit.freeze import apply_freeze
+from expkit.loss import build_loss
+from expkit.metrics import classification_metrics
+from expkit.model import build_model, build_tokenizer
+from expkit.optim import build_optimizer, build_scheduler
+
+WORDS = ["good", "bad", "fine", "awful", "great", "poor", "lovely", "dull", "bright", "grim"]
+
+
+class Recorder:
+    run_id = None
+
+    def __init__(self):
+        self.metrics: list[tuple[int, str, float]] = []
+
+    def log_metrics(self, metrics, step):
+        self.metrics += [(step, k, v) for k, v in metrics.items()]
+
+    def series(self, name):
+        return [(s, v) for s, k, v in self.metrics if k == name]
+
+
+def _raw() -> RawData:
+    texts = [" ".join(WORDS[(i * 7 + j) % 10] for j in range(1 + i % 9)) for i in range(48)]
+    labels = [i % 2 for i in range(48)]
+    return RawData(
+        {"train": [texts], "dev": [texts[:16]]}, {"train": labels, "dev": labels[:16]},
+        ["neg", "pos"], {},
+    )  # fmt: skip
+
+
+def _job(make_cfg, tmp_path, total_steps: int, *overrides: str) -> tuple[TrainJob, Recorder]:
+    cfg = make_cfg("model.dropout=0.0", "trainer.progress=false", *overrides)
+    raw = _raw()
+    tok = build_tokenizer(cfg.model)
+    splits = tokenize(raw, tok, cfg.data, tmp_path / "cache")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, raw.label_names)
+    apply_freeze(model, cfg.freeze)
+    opt = build_optimizer(model, cfg.optimizer)
+    recorder = Recorder()
+    job = TrainJob(
+        cfg=cfg, model=model, tokenizer=tok, datasets=splits, collator=make_collator(tok),
+        optimizer=opt, scheduler=build_scheduler(opt, cfg.scheduler, total_steps),
+        loss_fn=build_loss(cfg.loss, 2),
+        compute_metrics=lambda p, y: classification_metrics(p, y, 2),
+        total_steps=total_steps, tracker=recorder, run_dir=tmp_path,
+    )  # fmt: skip
+    return job, recorder
+
+
+def test_accumulation_equals_the_larger_batch(make_cfg, tmp_path):
+    """batch 8 x 1 and batch 4 x 2 see the same samples per step and follow the same losses."""
+    big, rec_big = _job(make_cfg, tmp_path, 6, "trainer.batch_size=8", "trainer.log_every=1")
+    small, rec_small = _job(
+        make_cfg, tmp_path, 6, "trainer.batch_size=4", "trainer.grad_accum_steps=2",
+        "trainer.log_every=1",
+    )  # fmt: skip
+    get_backend("manual")(big)
+    get_backend("manual")(small)
+    losses_big = [v for _, v in rec_big.series("loss")]
+    losses_small = [v for _, v in rec_small.series("loss")]
+    assert len(losses_big) == 6
+    assert losses_small == pytest.approx(losses_big, abs=1e-5)
+
+
+def test_logging_steps_and_the_model_learns(make_cfg, tmp_path):
+    job, rec = _job(
+        make_cfg, tmp_path, 24, "trainer.batch_size=8", "trainer.log_every=4",
+        "trainer.eval_every=12", "optimizer.lr=3e-3",
+    )  # fmt: skip
+    final = get_backend("manual")(job)
+    assert [s for s, _ in rec.series("loss")] == [4, 8, 12, 16, 20, 24]
+    assert [s for s, _ in rec.series("eval_accuracy")] == [12, 24]
+    losses = [v for _, v in rec.series("loss")]
+    assert losses[-1] < losses[0]
+    assert final["eval_accuracy"] == rec.series("eval_accuracy")[-1][1]
+    assert job.model.training  # back in train mode after evaluating
+
+
+def test_evaluate_uses_eval_mode_and_restores_train_mode(make_cfg, tmp_path):
+    job, _ = _job(make_cfg, tmp_path, 1)
+    job.model.train()
+    seen = []
+    job.model.register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    device = resolve_device("cpu")
+    import contextlib
+
+    out = evaluate(job, "dev", device, contextlib.nullcontext)
+    assert seen and not any(seen)
+    assert job.model.training
+    assert set(out) == {"loss", "accuracy", "precision", "recall", "f1"}
+
+
+def test_eval_every_zero_means_each_epoch():
+    assert [s for s in range(1, 61) if is_eval_step(s, 0, 1, 20)] == [20, 40, 60]
+    # 7 micro-batches per epoch, 2 per step: epochs end inside steps 4, 7, 11, 14
+    assert [s for s in range(1, 15) if is_eval_step(s, 0, 2, 7)] == [4, 7, 11, 14]
+    assert [s for s in range(1, 15) if is_eval_step(s, 5, 2, 7)] == [5, 10]
+
+
+def test_frozen_encoder_does_not_move(make_cfg, tmp_path):
+    job, _ = _job(make_cfg, tmp_path, 3, "freeze=base_model", "optimizer.lr=1e-2")
+    before = {n: p.detach().clone() for n, p in job.model.named_parameters()}
+    get_backend("manual")(job)
+    for name, p in job.model.named_parameters():
+        moved = not torch.equal(before[name], p.detach())
+        assert moved == name.startswith("classifier"), name
