@@ -92,6 +92,17 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _absolute_paths(cfg: DictConfig, launch_dir: Path) -> None:
+    """Record local paths absolute, so the params say exactly what ran (and a re-run finds it)."""
+    from expkit.validate import looks_like_path
+
+    if cfg.data.path is not None:
+        cfg.data.path = str((launch_dir / Path(str(cfg.data.path)).expanduser()).resolve())
+    if looks_like_path(str(cfg.model.name_or_path)):
+        path = launch_dir / Path(str(cfg.model.name_or_path)).expanduser()
+        cfg.model.name_or_path = str(path.resolve())
+
+
 def _summary_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
@@ -106,6 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     from expkit.validate import validate
 
     validate(cfg)
+    _absolute_paths(cfg, launch_dir)
     if cfg.tracking.backend == "mlflow" and not cfg.tracking.uri:
         cfg.tracking.uri = default_store_uri(launch_dir)  # absolute: one store whatever the cwd
     raw = load_raw(cfg.data)
