@@ -38,7 +38,7 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, MissingConfigException) and exc.options is not None:
         missing = exc.missing_cfg_file or "?/?"
         group, _, wanted = missing.rpartition("/")
-        valid = ", ".join(o for o in exc.options if not o.startswith("base_"))
+        valid = ", ".join(o for o in exc.options if not o.startswith("schema_"))
         return f"unknown option '{wanted}' for config group '{group}' (valid: {valid})"
     cause = exc.__cause__
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:

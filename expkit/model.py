@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from expkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The dropout fields of the common encoder families; `model.dropout` sets those the config has.
 _DROPOUT_FIELDS = (
@@ -51,9 +56,60 @@ def build_model(cfg: DictConfig, label_names: list[str]) -> Any:
     if cfg.init == "random":
         model = AutoModelForSequenceClassification.from_config(config)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(cfg.name_or_path), config=config, **_load_kwargs(cfg)
-        )
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(cfg.name_or_path), config=config, output_loading_info=True, **_load_kwargs(cfg)
+            )
+        _report_loading(model, info)
     if not hasattr(model, "base_model"):
         raise ConfigError(f"{type(model).__name__} has no base_model (not a transformers encoder)")
     return model
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers' multi-line load report and progress bars, silenced for one call.
+
+    A fresh task head is the expected outcome of fine-tuning; _report_loading says it in one line.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
+    """Model and tokenizer in save_pretrained layout, loadable with from_pretrained."""
+    with quiet_transformers():
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+
+def _report_loading(model: Any, info: dict[str, Any]) -> None:
+    """One line for the new head; a warning for encoder weights the checkpoint did not have."""
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    missing = sorted(info.get("missing_keys") or [])
+    head = [k for k in missing if not k.startswith(prefix)]
+    encoder = [k for k in missing if k.startswith(prefix)]
+    if head:
+        log.info("new task head, randomly initialised: %s", ", ".join(head))
+    if encoder:
+        shown = ", ".join(encoder[:5]) + (
+            f" and {len(encoder) - 5} more" if len(encoder) > 5 else ""
+        )
+        log.warning(
+            "%d encoder weights were not in the checkpoint and start random: %s",
+            len(encoder),
+            shown,
+        )
+    mismatched = info.get("mismatched_keys") or []
+    if mismatched:
+        log.warning("weights with another shape in the checkpoint, re-initialised: %s", mismatched)

@@ -103,6 +103,16 @@ def _absolute_paths(cfg: DictConfig, launch_dir: Path) -> None:
         cfg.model.name_or_path = str(path.resolve())
 
 
+def _log_run_log(tracker: Any, run_dir: Path) -> None:
+    """Hydra's log of this run (expkit.log), as it stands, beside the other artifacts."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    log_file = run_dir / "expkit.log"
+    if log_file.is_file():
+        with suppress(Exception):  # never let the log hide how the run ended
+            tracker.log_artifact(log_file)
+
+
 def _summary_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
@@ -113,13 +123,14 @@ def _summary_table(metrics: dict[str, float]) -> str:
 def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
-    from expkit.tracking import default_store_uri, flatten, make_tracker
+    from expkit.tracking import flatten, make_tracker, store_uri
     from expkit.validate import validate
 
     validate(cfg)
     _absolute_paths(cfg, launch_dir)
-    if cfg.tracking.backend == "mlflow" and not cfg.tracking.uri:
-        cfg.tracking.uri = default_store_uri(launch_dir)  # absolute: one store whatever the cwd
+    if cfg.tracking.backend == "mlflow":
+        # absolute, and recorded in the params: one store whatever the cwd
+        cfg.tracking.uri = store_uri(cfg.tracking.uri, launch_dir)
     raw = load_raw(cfg.data)
     for note in raw.notes:
         log.info(note)
@@ -131,10 +142,17 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     total_steps = plan_total_steps(raw.size("train"), cfg.trainer)
     from expkit.optim import warmup_steps
 
-    if warmup_steps(cfg.scheduler, total_steps) >= total_steps:
+    warmup = warmup_steps(cfg.scheduler, total_steps)
+    if warmup >= total_steps:
+        setting = (
+            f"scheduler.warmup_steps={cfg.scheduler.warmup_steps}"
+            if cfg.scheduler.warmup_steps > 0
+            else f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio}"
+        )
         raise ConfigError(
-            f"warmup ({warmup_steps(cfg.scheduler, total_steps)} steps) must be shorter than "
-            f"training ({total_steps} steps)"
+            f"{setting} gives {warmup} warmup steps, not shorter than training ({total_steps} "
+            f"steps: trainer.epochs={cfg.trainer.epochs} over {raw.size('train')} examples, "
+            f"batch {cfg.trainer.batch_size} x accumulation {cfg.trainer.grad_accum_steps})"
         )
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,8 +161,11 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
 
     # the heavy imports happen before the run opens: a RUNNING run is one that is training
-    import torch  # noqa: F401
     import transformers  # noqa: F401
+
+    from expkit.device import check_precision, resolve_device
+
+    check_precision(str(cfg.trainer.precision), resolve_device(str(cfg.trainer.device)))
 
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
@@ -162,7 +183,12 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except Exception as exc:
+            with suppress(Exception):  # the original error matters more than this tag
+                tracker.set_tags({"expkit.error": f"{type(exc).__name__}: {exc}"})
+            raise
         finally:
+            _log_run_log(tracker, run_dir)
             tracker.end(status)
 
 
@@ -181,7 +207,7 @@ def _train(
     from expkit.freeze import apply_freeze
     from expkit.loss import build_loss
     from expkit.metrics import classification_metrics
-    from expkit.model import build_model, build_tokenizer
+    from expkit.model import build_model, build_tokenizer, save_model
     from expkit.optim import build_optimizer, build_scheduler
 
     set_seed(int(cfg.seed))
@@ -234,8 +260,7 @@ def _train(
     tracker.log_artifact(run_dir / "metrics.json")
     if t.save_model:
         model_dir = run_dir / "model"
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        save_model(model, tokenizer, model_dir)
         tracker.log_artifact(model_dir, "model")
     print(_summary_table(metrics))
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))

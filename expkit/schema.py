@@ -1,7 +1,7 @@
 """Structured config schemas: one dataclass per group option, stored in Hydra's ConfigStore.
 
-Each YAML option names its schema in its own defaults list (`- base_adamw`), so a misspelled key or
-a value of the wrong type fails during composition with Hydra's own message.
+Each YAML option names its schema in its own defaults list (`- schema_adamw`), so a misspelled
+key or a value of the wrong type fails during composition with Hydra's own message.
 """
 
 from __future__ import annotations
@@ -127,14 +127,14 @@ class RunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"base_model": ModelConfig},
-    "data": {"base_data": DataConfig},
-    "optimizer": {"base_adamw": AdamWConfig, "base_sgd": SGDConfig},
-    "scheduler": {"base_scheduler": SchedulerConfig},
-    "freeze": {"base_freeze": FreezeConfig},
-    "loss": {"base_loss": LossConfig},
-    "trainer": {"base_trainer": TrainerConfig},
-    "tracking": {"base_tracking": TrackingConfig},
+    "model": {"schema_model": ModelConfig},
+    "data": {"schema_data": DataConfig},
+    "optimizer": {"schema_adamw": AdamWConfig, "schema_sgd": SGDConfig},
+    "scheduler": {"schema_scheduler": SchedulerConfig},
+    "freeze": {"schema_freeze": FreezeConfig},
+    "loss": {"schema_loss": LossConfig},
+    "trainer": {"schema_trainer": TrainerConfig},
+    "tracking": {"schema_tracking": TrackingConfig},
 }
 
 
@@ -162,7 +162,7 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=RunConfig)
+    cs.store(name="schema_config", node=RunConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=node)

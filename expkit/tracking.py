@@ -209,10 +209,13 @@ class MLflowTracker:
             self.client.set_terminated(self.run_id, status)
 
 
+def store_uri(uri: str | None, launch_dir: str | Path) -> str:
+    """tracking.uri, else MLflow's own MLFLOW_TRACKING_URI, else the SQLite store in launch_dir."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(launch_dir)
+
+
 def _mlflow(uri: str | None, experiment: str) -> MLflowTracker:
-    # no URI: MLflow's own setting if the user has one, else the project's SQLite store
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(Path.cwd())
-    return MLflowTracker(uri, experiment)
+    return MLflowTracker(store_uri(uri, Path.cwd()), experiment)
 
 
 TRACKERS: dict[str, Callable[[str | None, str], Tracker]] = {

@@ -188,6 +188,11 @@ def _check_names(cfg: DictConfig, errors: list[str]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise one ConfigError naming every problem in `cfg` (semicolon-separated, one line)."""
+    missing = [k for k in OmegaConf.missing_keys(cfg) if k != "data.path"]  # data: own message
+    if missing:  # every later check would trip over them
+        raise ConfigError(
+            "; ".join(f"{k} is required (set it on the command line: {k}=...)" for k in missing)
+        )
     errors: list[str] = []
     _check_names(cfg, errors)
     limits = _check_model(cfg, errors)

@@ -85,7 +85,7 @@ def test_artifacts_hold_config_overrides_metrics_and_a_loadable_model(tiny_run, 
     (run,) = _runs(workdir)
     client = _client(workdir)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "overrides.yaml", "metrics.json", "model"} <= top
+    assert {"config.yaml", "overrides.yaml", "metrics.json", "model", "expkit.log"} <= top
     local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path)))
     metrics = json.loads((local / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])

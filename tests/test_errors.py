@@ -61,6 +61,13 @@ def _assert_no_run_recorded(workdir: Path) -> None:
         ),
         (["data.max_length=100000"], ["data.max_length=100000 is beyond the model's"]),
         (["freeze=bottom_layers", "freeze.num_layers=9"], ["freeze.num_layers=9 is beyond"]),
+        (["data=local"], ["data.path is required for data=local"]),
+        (["model.name_or_path=???"], ["model.name_or_path is required"]),
+        (
+            ["trainer.epochs=0.01", "scheduler.warmup_ratio=0.5"],
+            ["scheduler.warmup_ratio=0.5 gives 1 warmup steps, not shorter than training"],
+        ),
+        (["trainer.precision=fp8"], ["trainer.precision='fp8' is not valid", "bf16"]),
     ],
 )
 def test_config_errors(tmp_path, args, needles):
@@ -92,5 +99,22 @@ def test_data_errors(tmp_path, good_data, files, args, needles):
     for name, text in files.items():
         _write(good_data / name, text)
     proc = run_cli("model=tiny", "data=local", f"data.path={good_data}", *args, cwd=tmp_path)
+    _assert_one_line_error(proc, *needles)
+    _assert_no_run_recorded(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["trainer.device=cuda"], ["trainer.device=cuda but no CUDA device is available"]),
+        (["trainer.precision=fp16"], ["trainer.precision=fp16 needs a CUDA device"]),
+    ],
+)
+def test_device_errors_stop_before_a_run_opens(tmp_path, args, needles):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    proc = run_cli("model=tiny", *args, cwd=tmp_path)
     _assert_one_line_error(proc, *needles)
     _assert_no_run_recorded(tmp_path)

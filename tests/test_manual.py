@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from expkit.backends import TrainJob, get_backend
-from expkit.backends.manual import evaluate, is_eval_step, resolve_device
+from expkit.backends.manual import evaluate, is_eval_step
 from expkit.data import RawData, make_collator, tokenize
+from expkit.device import resolve_device
 from expkit.freeze import apply_freeze
 from expkit.loss import build_loss
 from expkit.metrics import classification_metrics

@@ -18,6 +18,7 @@ from expkit.tracking import (
     default_store_uri,
     flatten,
     make_tracker,
+    store_uri,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,16 @@ def test_default_store_uri_is_absolute_and_creates_runs(
     monkeypatch.chdir(tmp_path)
     assert default_store_uri(".") == f"sqlite:///{tmp_path.resolve()}/runs/mlflow.db"
     assert (tmp_path / "runs").is_dir()
+
+
+def test_store_uri_prefers_the_config_then_mlflows_variable_then_the_launch_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/runs/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert store_uri(None, tmp_path) == "http://127.0.0.1:5999"
+    assert store_uri("sqlite:////x/y.db", tmp_path) == "sqlite:////x/y.db"
 
 
 def test_params_batched_truncated_and_cleaned(tracker: MLflowTracker, client: MlflowClient) -> None:

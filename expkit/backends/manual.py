@@ -8,26 +8,9 @@ import time
 from typing import Any
 
 from expkit.backends import TrainJob
-from expkit.errors import ConfigError
+from expkit.device import check_precision, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> Any:
-    """`auto`: CUDA when present, else MPS, else CPU."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.device={name} but no CUDA device is available (use auto or cpu)"
-        )
-    return torch.device(name)
 
 
 def train_batches(dataset: Any, collator: Any, batch_size: int, seed: int, num_workers: int):
@@ -104,8 +87,7 @@ def train(job: TrainJob) -> dict[str, float]:
 
     t = job.cfg.trainer
     device = resolve_device(str(t.device))
-    if t.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"trainer.precision=fp16 needs a CUDA device (this run is on {device})")
+    check_precision(str(t.precision), device)
     if t.precision == "fp32":
         autocast = contextlib.nullcontext
     else:
