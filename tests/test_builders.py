@@ -139,3 +139,16 @@ def test_class_weights_must_match_num_labels(make_cfg):
     cfg = make_cfg("loss=cross_entropy", "loss.class_weights=[1.0,2.0,3.0]")
     with pytest.raises(ConfigError, match="3 values for 2 labels"):
         build_loss(cfg.loss, num_labels=2)
+
+
+def test_pretrained_minilm_reports_only_its_new_head(make_cfg, caplog, capfd):
+    import logging
+
+    cfg = make_cfg("model=minilm")
+    with caplog.at_level(logging.INFO, logger="expkit.model"):
+        model = build_model(cfg.model, LABELS)
+    assert model.config.num_hidden_layers == 6 and model.config.num_labels == 2
+    head = [r.getMessage() for r in caplog.records if "new task head" in r.getMessage()]
+    assert head == ["new task head, randomly initialised: classifier.bias, classifier.weight"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "LOAD REPORT" not in capfd.readouterr().err  # transformers' own table is silenced
