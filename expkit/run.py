@@ -230,9 +230,10 @@ def _train(
     }
     tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
     log.info(
-        "%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
+        "%s%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
         "accumulation %d); %d of %d parameters trainable",
-        cfg.model.name_or_path, cfg.data.name, raw.size("train"), raw.size("dev"),
+        cfg.model.name_or_path, " (random weights)" if cfg.model.init == "random" else "",
+        cfg.data.name, raw.size("train"), raw.size("dev"),
         raw.size("test"), raw.num_labels, total_steps, derived["effective_batch_size"],
         t.batch_size, t.grad_accum_steps, counts["trainable_params"], counts["total_params"],
     )  # fmt: skip

@@ -92,6 +92,11 @@ def test_config_errors(tmp_path, args, needles):
             ["train.tsv:3", "expected 2 fields"],
         ),
         ({"train.tsv": ""}, [], ["train.tsv", "no data rows"]),
+        (
+            {},
+            ["loss=cross_entropy", "loss.class_weights=[1,2,3]"],
+            ["loss.class_weights has 3 values but the data has 2 labels (0, 1)"],
+        ),
         ({"train.tsv": "text\tlabel\n"}, [], ["train.tsv", "no data rows"]),
     ],
 )
