@@ -142,3 +142,22 @@ def test_tracking_none_runs_without_a_store(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "runs" / "mlflow.db").exists()
     assert list(tmp_path.glob("runs/*/*/metrics.json"))
+
+
+def test_the_pretrained_default_learns_the_demo_set(tmp_path):
+    """The main job's model and data (shortened): pretrained MiniLM gets far above chance (0.25)."""
+    proc = run_cli(
+        "trainer.max_steps=30",
+        "optimizer.lr=1e-4",
+        "trainer.log_every=5",
+        "trainer.save_model=false",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.init"] == "pretrained"
+    assert run.data.params["data.name"] == "demo"
+    assert run.data.metrics["test_accuracy"] >= 0.8
+    losses = [m.value for m in _client(tmp_path).get_metric_history(run.info.run_id, "loss")]
+    assert len(losses) == 6 and losses[-1] < losses[0]
