@@ -165,7 +165,8 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
 
     from expkit.device import check_precision, resolve_device
 
-    check_precision(str(cfg.trainer.precision), resolve_device(str(cfg.trainer.device)))
+    device = resolve_device(str(cfg.trainer.device))
+    check_precision(str(cfg.trainer.precision), device)
 
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
@@ -177,7 +178,7 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
             tracker.log_params(flatten(resolved))
             tracker.log_artifact(run_dir / "config.yaml")
             tracker.log_artifact(run_dir / "overrides.yaml")
-            metrics = _train(cfg, raw, total_steps, tracker, run_dir, launch_dir)
+            metrics = _train(cfg, raw, total_steps, device, tracker, run_dir, launch_dir)
             status = "FINISHED"
             return metrics
         except KeyboardInterrupt:
@@ -196,6 +197,7 @@ def _train(
     cfg: DictConfig,
     raw: Any,
     total_steps: int,
+    device: Any,
     tracker: Any,
     run_dir: Path,
     launch_dir: Path,
@@ -254,6 +256,7 @@ def _train(
         total_steps=total_steps,
         tracker=tracker,
         run_dir=run_dir,
+        device=device,
     )
     metrics = get_backend(str(t.backend))(job)
 

@@ -56,6 +56,7 @@ def _job(make_cfg, tmp_path, total_steps: int, *overrides: str) -> tuple[TrainJo
         loss_fn=build_loss(cfg.loss, 2),
         compute_metrics=lambda p, y: classification_metrics(p, y, 2),
         total_steps=total_steps, tracker=recorder, run_dir=tmp_path,
+        device=resolve_device("cpu"),
     )  # fmt: skip
     return job, recorder
 

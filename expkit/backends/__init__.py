@@ -37,6 +37,7 @@ class TrainJob:
     total_steps: int
     tracker: Any
     run_dir: Path
+    device: Any  # torch.device, resolved and checked against trainer.precision by expkit.run
 
 
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from expkit.backends import TrainJob
-from expkit.device import check_precision, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,7 @@ def train(job: TrainJob) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     t = job.cfg.trainer
-    device = resolve_device(str(t.device))
-    check_precision(str(t.precision), device)
+    device = job.device
     if t.precision == "fp32":
         autocast = contextlib.nullcontext
     else:
