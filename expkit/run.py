@@ -149,10 +149,16 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
             if cfg.scheduler.warmup_steps > 0
             else f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio}"
         )
+        t = cfg.trainer
+        length = (
+            f"trainer.max_steps={t.max_steps}"
+            if t.max_steps > 0
+            else f"trainer.epochs={t.epochs} over {raw.size('train')} examples, "
+            f"batch {t.batch_size} x accumulation {t.grad_accum_steps}"
+        )
         raise ConfigError(
-            f"{setting} gives {warmup} warmup steps, not shorter than training ({total_steps} "
-            f"steps: trainer.epochs={cfg.trainer.epochs} over {raw.size('train')} examples, "
-            f"batch {cfg.trainer.batch_size} x accumulation {cfg.trainer.grad_accum_steps})"
+            f"{setting} gives {warmup} warmup steps, not shorter than training "
+            f"({total_steps} steps: {length})"
         )
 
     run_dir.mkdir(parents=True, exist_ok=True)

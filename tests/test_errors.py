@@ -65,7 +65,14 @@ def _assert_no_run_recorded(workdir: Path) -> None:
         (["model.name_or_path=???"], ["model.name_or_path is required"]),
         (
             ["trainer.epochs=0.01", "scheduler.warmup_ratio=0.5"],
-            ["scheduler.warmup_ratio=0.5 gives 1 warmup steps, not shorter than training"],
+            [
+                "scheduler.warmup_ratio=0.5 gives 1 warmup steps, not shorter than training",
+                "trainer.epochs=0.01 over 320 examples",
+            ],
+        ),
+        (
+            ["trainer.max_steps=5", "scheduler.warmup_ratio=0.9"],
+            ["scheduler.warmup_ratio=0.9 gives 5 warmup steps", "(5 steps: trainer.max_steps=5)"],
         ),
         (["trainer.precision=fp8"], ["trainer.precision='fp8' is not valid", "bf16"]),
     ],
