@@ -46,3 +46,15 @@ LOSSES: dict[str, Callable[[DictConfig, int], LossFn | None]] = {
 def build_loss(cfg: DictConfig, num_labels: int) -> LossFn | None:
     """None means: pass labels to the model and use its loss."""
     return LOSSES[cfg.name](cfg, num_labels)
+
+
+def forward_loss(model: Any, batch: dict, loss_fn: LossFn | None) -> tuple[Any, Any]:
+    """(loss, model outputs) for one batch: the model's own loss, or `loss_fn(logits, labels)`.
+
+    Both backends compute every training and evaluation loss through this function.
+    """
+    if loss_fn is None:
+        out = model(**batch)
+        return out.loss, out
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return loss_fn(out.logits, batch["labels"]), out

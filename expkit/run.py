@@ -27,11 +27,13 @@ _VERSIONED = ("expkit", "torch", "transformers", "datasets", "mlflow", "hydra-co
 
 
 def plan_total_steps(num_train: int, trainer: DictConfig) -> int:
-    """Optimizer steps: trainer.max_steps, or `epochs` passes over the micro-batches."""
+    """Optimizer steps: trainer.max_steps, or `epochs` epochs of steps (as the Trainer counts)."""
+    from expkit.batching import steps_per_epoch
+
     if trainer.max_steps > 0:
         return int(trainer.max_steps)
-    micro_batches = math.ceil(num_train / trainer.batch_size)
-    return max(1, math.ceil(trainer.epochs * micro_batches / trainer.grad_accum_steps))
+    per_epoch = steps_per_epoch(num_train, trainer.batch_size, trainer.grad_accum_steps)
+    return max(1, math.ceil(trainer.epochs * per_epoch))
 
 
 def run_name(cfg: DictConfig, overrides: list[str]) -> str:
@@ -161,11 +163,6 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
             f"({total_steps} steps: {length})"
         )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
-
     # the heavy imports happen before the run opens: a RUNNING run is one that is training
     import transformers  # noqa: F401
 
@@ -173,10 +170,22 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
 
     device = resolve_device(str(cfg.trainer.device))
     check_precision(str(cfg.trainer.precision), device)
+    from expkit.backends import check_backend
+
+    check_backend(cfg, device)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
 
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
     )
+    if cfg.tracking.tensorboard:
+        from expkit.tracking import TensorBoardSink
+
+        tracker = TensorBoardSink(tracker, run_dir / "tensorboard")
     status = "FAILED"
     with _sigterm_as_interrupt():
         try:
@@ -264,6 +273,8 @@ def _train(
         run_dir=run_dir,
         device=device,
     )
+    # the same RNG state at the first step whatever the backend (the Trainer seeds itself so too)
+    set_seed(int(cfg.seed))
     metrics = get_backend(str(t.backend))(job)
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -101,6 +101,9 @@ class TrainerConfig:
     num_workers: int = 0
     progress: bool = True
     save_model: bool = True
+    # extra TrainingArguments for trainer=hf (e.g. {dataloader_pin_memory: false}); checked
+    # against TrainingArguments before training; empty for the manual loop
+    hf_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,6 +154,19 @@ def _package_path(name: str) -> str:
     return str(Path(__file__).resolve().parent / name)
 
 
+# free-form sections whose keys are checked later, against their target (TrainingArguments):
+# a user writes trainer.hf_args.some_flag=1 without Hydra's "+" for a new key
+_PASS_THROUGH = ("hf_args",)
+
+
+def _open_pass_through(schema: type) -> Any:
+    node = OmegaConf.structured(schema)
+    for key in _PASS_THROUGH:
+        if key in node:
+            OmegaConf.set_struct(node[key], False)
+    return node
+
+
 _registered = False
 
 
@@ -165,7 +181,7 @@ def register_configs() -> None:
     cs.store(name="schema_config", node=RunConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
-            cs.store(group=group, name=name, node=node)
+            cs.store(group=group, name=name, node=_open_pass_through(node))
     OmegaConf.register_new_resolver("package_model_dir", _package_model_dir, replace=True)
     OmegaConf.register_new_resolver("expkit_path", _package_path, replace=True)
     _registered = True

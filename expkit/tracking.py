@@ -209,6 +209,55 @@ class MLflowTracker:
             self.client.set_terminated(self.run_id, status)
 
 
+class TensorBoardSink:
+    """A second sink (S12): every metric the wrapped tracker gets also goes to TensorBoard.
+
+    Event files go to `log_dir` (the run dir's `tensorboard/`), under the metric names and steps
+    the tracker records, so both backends write the same tags.
+    """
+
+    def __init__(self, inner: Tracker, log_dir: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.inner = inner
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    @property
+    def run_id(self) -> str | None:
+        return self.inner.run_id
+
+    def start(self, run_name: str | None, tags: dict[str, str]) -> None:
+        self.inner.start(run_name, tags)
+
+    def log_params(self, params: dict[str, object]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.inner.log_metrics(metrics, step)
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, float(value), int(step))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.inner.set_tags(tags)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.inner.log_text(text, artifact_file)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self.inner.flush()
+
+    def end(self, status: str = "FINISHED") -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.inner.end(status)
+
+
 def store_uri(uri: str | None, launch_dir: str | Path) -> str:
     """tracking.uri, else MLflow's own MLFLOW_TRACKING_URI, else the SQLite store in launch_dir."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(launch_dir)

@@ -140,6 +140,11 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
         )
     if t.num_workers < 0:
         errors.append(f"trainer.num_workers={t.num_workers} must be >= 0")
+    if t.hf_args and t.backend != "hf":
+        errors.append(
+            f"trainer.hf_args ({', '.join(t.hf_args)}) only applies to trainer=hf, "
+            f"not trainer={t.backend}"
+        )
     if s.warmup_steps < 0:
         errors.append(f"scheduler.warmup_steps={s.warmup_steps} must be >= 0")
     if not 0.0 <= s.warmup_ratio < 1.0:

@@ -7,6 +7,7 @@ import torch
 
 from expkit.backends import TrainJob, get_backend
 from expkit.backends.manual import evaluate, is_eval_step
+from expkit.batching import steps_per_epoch
 from expkit.data import RawData, make_collator, tokenize
 from expkit.device import resolve_device
 from expkit.freeze import apply_freeze
@@ -105,10 +106,12 @@ def test_evaluate_uses_eval_mode_and_restores_train_mode(make_cfg, tmp_path):
 
 
 def test_eval_every_zero_means_each_epoch():
-    assert [s for s in range(1, 61) if is_eval_step(s, 0, 1, 20)] == [20, 40, 60]
-    # 7 micro-batches per epoch, 2 per step: epochs end inside steps 4, 7, 11, 14
-    assert [s for s in range(1, 15) if is_eval_step(s, 0, 2, 7)] == [4, 7, 11, 14]
-    assert [s for s in range(1, 15) if is_eval_step(s, 5, 2, 7)] == [5, 10]
+    assert [s for s in range(1, 61) if is_eval_step(s, 0, 20)] == [20, 40, 60]
+    # 7 micro-batches per epoch, 2 per step: 4 steps per epoch, the last of one micro-batch
+    per_epoch = steps_per_epoch(7 * 8, 8, 2)
+    assert per_epoch == 4
+    assert [s for s in range(1, 15) if is_eval_step(s, 0, per_epoch)] == [4, 8, 12]
+    assert [s for s in range(1, 15) if is_eval_step(s, 5, per_epoch)] == [5, 10]
 
 
 def test_frozen_encoder_does_not_move(make_cfg, tmp_path):

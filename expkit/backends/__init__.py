@@ -2,7 +2,9 @@
 
 Backends build nothing themselves: they get the model (freeze applied), tokenized splits, collator,
 optimizer, scheduler, loss and metrics function from the shared builders, and the tracker.
-Adding a backend is one module with a `train(job) -> metrics` function, one line here, one YAML.
+Adding a backend is one module with a `train(job) -> metrics` function (and, optionally, a
+`check(cfg, device)` that rejects what the backend cannot run, before the tracking run opens),
+one line here, one YAML file in conf/trainer/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from omegaconf import DictConfig
 # name -> "module:function", imported only when chosen (the hf backend pulls in accelerate)
 BACKENDS: dict[str, str] = {
     "manual": "expkit.backends.manual:train",
+    "hf": "expkit.backends.hf:train",
 }
 
 
@@ -43,3 +46,11 @@ class TrainJob:
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
     module, _, func = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), func)
+
+
+def check_backend(cfg: DictConfig, device: Any) -> None:
+    """The backend's own checks of the run config, if it has any (raise ConfigError)."""
+    module = importlib.import_module(BACKENDS[str(cfg.trainer.backend)].partition(":")[0])
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(cfg, device)

@@ -8,46 +8,31 @@ import time
 from typing import Any
 
 from expkit.backends import TrainJob
+from expkit.batching import step_windows, steps_per_epoch, train_loader
+from expkit.loss import forward_loss
 
 log = logging.getLogger(__name__)
 
 
-def train_batches(dataset: Any, collator: Any, batch_size: int, seed: int, num_workers: int):
-    """Micro-batches forever, reshuffled every epoch from (seed, epoch): yields (epoch, batch)."""
+def is_eval_step(step: int, eval_every: int, steps_per_epoch: int) -> bool:
+    """Every `eval_every` steps; with 0, at the last step of each epoch."""
+    return step % (eval_every or steps_per_epoch) == 0
+
+
+def _autocast(precision: str, device: Any) -> Any:
+    """A context-manager factory: autocast to bf16 / fp16, or nothing for fp32 (S7)."""
+    import contextlib
+
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
 
-    epoch = 0
-    while True:
-        generator = torch.Generator()
-        generator.manual_seed(seed + epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=RandomSampler(dataset, generator=generator),
-            collate_fn=collator,
-            num_workers=num_workers,
-        )
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
+    def autocast() -> Any:
+        return torch.autocast(device_type=device.type, dtype=dtype)
 
-def is_eval_step(step: int, eval_every: int, accum: int, batches_per_epoch: int) -> bool:
-    """Every `eval_every` steps; with 0, at the step that completes each epoch."""
-    if eval_every:
-        return step % eval_every == 0
-    return (step * accum) // batches_per_epoch > ((step - 1) * accum) // batches_per_epoch
-
-
-def _forward_loss(model: Any, batch: dict, loss_fn: Any, autocast: Any) -> tuple[Any, Any]:
-    with autocast():
-        if loss_fn is None:
-            out = model(**batch)
-            return out.loss, out.logits
-        labels = batch["labels"]
-        out = model(**{k: v for k, v in batch.items() if k != "labels"})
-        return loss_fn(out.logits, labels), out.logits
+    return autocast
 
 
 def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
@@ -66,11 +51,12 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, logits = _forward_loss(model, batch, job.loss_fn, autocast)
+            with autocast():
+                loss, out = forward_loss(model, batch, job.loss_fn)
             n = batch["labels"].shape[0]
             total_loss += float(loss) * n  # per-sample mean over the split
             count += n
-            preds.append(logits.argmax(-1).cpu().numpy())
+            preds.append(out.logits.argmax(-1).cpu().numpy())
             golds.append(batch["labels"].cpu().numpy())
     model.train(was_training)
     metrics = job.compute_metrics(np.concatenate(preds), np.concatenate(golds))
@@ -79,31 +65,23 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
 
 def train(job: TrainJob) -> dict[str, float]:
     """Train for job.total_steps optimizer steps; log, evaluate and return the final metrics."""
-    import contextlib
-
     import torch
     from tqdm.auto import tqdm
 
     t = job.cfg.trainer
     device = job.device
-    if t.precision == "fp32":
-        autocast = contextlib.nullcontext
-    else:
-        dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
-
-        def autocast() -> Any:
-            return torch.autocast(device_type=device.type, dtype=dtype)
-
+    autocast = _autocast(str(t.precision), device)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     model, optimizer, scheduler = job.model.to(device), job.optimizer, job.scheduler
     params = [p for p in model.parameters() if p.requires_grad]
     accum = int(t.grad_accum_steps)
-    batches = train_batches(
-        job.datasets["train"], job.collator, t.batch_size, job.cfg.seed, t.num_workers
-    )
+    train_set = job.datasets["train"]
+    loader = train_loader(train_set, job.collator, t.batch_size, job.cfg.seed, t.num_workers)
+    windows = step_windows(loader, accum)
+    per_epoch = steps_per_epoch(len(train_set), t.batch_size, accum)
     has_dev = "dev" in job.datasets
-    batches_per_epoch = math.ceil(len(job.datasets["train"]) / t.batch_size)
+    max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
     final: dict[str, float] = {}
 
     model.train()  # from_pretrained returns the model in eval mode (S2)
@@ -112,20 +90,22 @@ def train(job: TrainJob) -> dict[str, float]:
     window_loss, window_steps, samples, eval_seconds = 0.0, 0, 0, 0.0
     start = time.perf_counter()
     for step in range(1, job.total_steps + 1):
+        _epoch, window = next(windows)
         step_loss = torch.zeros((), device=device)
-        for _ in range(accum):
-            _epoch, batch = next(batches)
+        for batch in window:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss, _ = _forward_loss(model, batch, job.loss_fn, autocast)
-            loss = loss / accum  # mean over the accumulated micro-batches
+            with autocast():
+                loss, _ = forward_loss(model, batch, job.loss_fn)
+            # the mean over this step's micro-batches (an epoch's last step may have fewer)
+            loss = loss / len(window)
             scaler.scale(loss).backward()
             step_loss += loss.detach()
             samples += batch["labels"].shape[0]
         scaler.unscale_(optimizer)
-        max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         scaler.step(optimizer)
         scaler.update()
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
         optimizer.zero_grad(set_to_none=True)
 
@@ -135,24 +115,17 @@ def train(job: TrainJob) -> dict[str, float]:
         if step % t.log_every == 0 or step == job.total_steps:
             loss_value = window_loss / window_steps
             job.tracker.log_metrics(
-                {
-                    "loss": loss_value,
-                    "learning_rate": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                },
-                step=step,
+                {"loss": loss_value, "learning_rate": lr, "grad_norm": float(grad_norm)}, step=step
             )
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             if bar.disable:  # no terminal (a log file, CI): progress as log lines instead
                 elapsed = time.perf_counter() - start - eval_seconds
                 log.info(
                     "step %d/%d loss %.4f lr %.2e %.2f steps/s",
-                    step, job.total_steps, loss_value, scheduler.get_last_lr()[0], step / elapsed,
+                    step, job.total_steps, loss_value, lr, step / elapsed,
                 )  # fmt: skip
             window_loss, window_steps = 0.0, 0
-        if has_dev and (
-            is_eval_step(step, t.eval_every, accum, batches_per_epoch) or step == job.total_steps
-        ):
+        if has_dev and (is_eval_step(step, t.eval_every, per_epoch) or step == job.total_steps):
             eval_start = time.perf_counter()
             metrics = {f"eval_{k}": v for k, v in evaluate(job, "dev", device, autocast).items()}
             eval_seconds += time.perf_counter() - eval_start

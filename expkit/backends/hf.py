@@ -1,0 +1,358 @@
+"""The Hugging Face Trainer backend (S10), step for step equal to the manual loop.
+
+The Trainer gets the objects the shared builders made (model with freeze applied, tokenized splits,
+collator, optimizer, scheduler, metrics) and expkit's training order (`EpochSampler`) and loss
+(`forward_loss`). What it would do differently by default is set back to the manual loop's way:
+- the loss of a step is the mean of its micro-batch losses (no `num_items_in_batch` rescaling);
+- no built-in reporting (`report_to=[]`): `TrackerCallback` forwards the Trainer's logs to
+  expkit's tracker under the manual loop's names and steps, and times the training loop alone;
+- no checkpoints of its own (`save_strategy="no"`): expkit saves the model like the manual loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from expkit.backends import TrainJob
+from expkit.batching import EpochSampler
+from expkit.errors import ConfigError
+from expkit.loss import forward_loss
+
+log = logging.getLogger(__name__)
+
+# TrainingArguments that expkit sets from the run config: where to set each one instead
+DERIVED: dict[str, str] = {
+    "output_dir": "the run dir (hydra.run.dir)",
+    "num_train_epochs": "trainer.epochs",
+    "max_steps": "trainer.max_steps",
+    "per_device_train_batch_size": "trainer.batch_size",
+    "per_device_eval_batch_size": "trainer.eval_batch_size",
+    "gradient_accumulation_steps": "trainer.grad_accum_steps",
+    "max_grad_norm": "trainer.max_grad_norm",
+    "logging_strategy": "trainer.log_every",
+    "logging_steps": "trainer.log_every",
+    "eval_strategy": "trainer.eval_every",
+    "eval_steps": "trainer.eval_every",
+    "bf16": "trainer.precision",
+    "fp16": "trainer.precision",
+    "use_cpu": "trainer.device",
+    "dataloader_num_workers": "trainer.num_workers",
+    "disable_tqdm": "trainer.progress",
+    "seed": "seed",
+    "data_seed": "seed",
+    "learning_rate": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "optim": "the optimizer group (optimizer=...)",
+    "optim_args": "the optimizer group (optimizer=...)",
+    "adam_beta1": "optimizer.betas",
+    "adam_beta2": "optimizer.betas",
+    "adam_epsilon": "optimizer.eps",
+    "lr_scheduler_type": "the scheduler group (scheduler=...)",
+    "lr_scheduler_kwargs": "the scheduler group (scheduler=...)",
+    "warmup_steps": "scheduler.warmup_steps / scheduler.warmup_ratio",
+    "label_smoothing_factor": "loss=cross_entropy loss.label_smoothing",
+    "train_sampling_strategy": "expkit's training order (the same in both backends)",
+    "report_to": "tracking (expkit's tracker is the only writer)",
+    "run_name": "tracking.run_name",
+    "remove_unused_columns": "the data group (expkit passes the tokenized columns as they are)",
+    "logging_nan_inf_filter": "nothing: expkit logs every loss as it is",
+    "save_strategy": "trainer.save_model (expkit saves the model itself)",
+    "save_steps": "trainer.save_model (expkit saves the model itself)",
+    "save_total_limit": "trainer.save_model (expkit saves the model itself)",
+    "resume_from_checkpoint": "nothing yet (expkit does not resume runs)",
+}
+# what the Trainer adds to evaluation metrics besides the metrics themselves (timings, epoch)
+_TRAINER_EXTRAS = (
+    "_runtime",
+    "_samples_per_second",
+    "_steps_per_second",
+    "_model_preparation_time",
+)
+_TRAIN_LOGS = ("loss", "learning_rate", "grad_norm")
+
+
+def _field_types() -> dict[str, Any]:
+    import dataclasses
+    import typing
+
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _type_error(key: str, value: Any, hint: Any) -> str | None:
+    """A message when `value` cannot be `hint` (scalar fields only; others are left to the Trainer).
+
+    TrainingArguments does not check types itself: `logging_first_step=tru` would pass as true.
+    """
+    import typing
+
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _union()) else ()
+    members = members or (hint,)
+    if not all(m in _SCALARS for m in members):
+        return None  # dicts, lists, enums given as strings: TrainingArguments parses them
+    if value is None:
+        ok = type(None) in members
+    elif isinstance(value, bool):
+        ok = bool in members
+    elif isinstance(value, int):
+        ok = int in members or float in members
+    else:
+        ok = type(value) in members
+    if ok:
+        return None
+    wanted = " or ".join("null" if m is type(None) else m.__name__ for m in members)
+    return f"trainer.hf_args.{key}={value!r} must be {wanted} (a TrainingArguments field)"
+
+
+def _union() -> Any:
+    import types
+
+    return types.UnionType
+
+
+def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: bool) -> Any:
+    """TrainingArguments from the run config (S10), plus the user's `trainer.hf_args`."""
+    from transformers import TrainingArguments
+
+    t, o = cfg.trainer, cfg.optimizer
+    betas = list(o.betas) if "betas" in o else [0.9, 0.999]
+    eval_strategy = "no" if not has_dev else "steps" if t.eval_every else "epoch"
+    args: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "num_train_epochs": float(t.epochs),
+        "max_steps": int(t.max_steps),
+        "per_device_train_batch_size": int(t.batch_size),
+        "per_device_eval_batch_size": int(t.eval_batch_size),
+        "gradient_accumulation_steps": int(t.grad_accum_steps),
+        # 0 turns clipping off; the Trainer still logs the norm, as the manual loop does
+        "max_grad_norm": float(t.max_grad_norm) if t.max_grad_norm is not None else 0.0,
+        "logging_strategy": "steps",
+        "logging_steps": int(t.log_every),
+        "eval_strategy": eval_strategy,
+        "eval_steps": int(t.eval_every) if t.eval_every else None,
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+        "use_cpu": device.type == "cpu",
+        "dataloader_num_workers": int(t.num_workers),
+        # a bar only on a terminal, as the manual loop (log lines otherwise)
+        "disable_tqdm": not (t.progress and sys.stderr.isatty()),
+        "seed": int(cfg.seed),
+        # what the passed-in optimizer and scheduler do, so the arguments read true (unused)
+        "learning_rate": float(o.lr),
+        "weight_decay": float(o.weight_decay),
+        "adam_beta1": float(betas[0]),
+        "adam_beta2": float(betas[1]),
+        "adam_epsilon": float(o.eps) if "eps" in o else 1e-8,
+        "report_to": [],
+        "save_strategy": "no",
+        "remove_unused_columns": False,
+        "logging_nan_inf_filter": False,
+    }
+    args.update(OmegaConf.to_container(t.hf_args, resolve=True))
+    return TrainingArguments(**args)
+
+
+def check(cfg: DictConfig, device: Any) -> None:
+    """Reject what the Trainer cannot run or what expkit sets itself, before the run opens."""
+    import difflib
+
+    extra = OmegaConf.to_container(cfg.trainer.hf_args, resolve=True)
+    fields = _field_types()
+    for key, value in extra.items():
+        if key in DERIVED:
+            raise ConfigError(
+                f"trainer.hf_args.{key} is set by expkit from {DERIVED[key]}; set that instead"
+            )
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"trainer.hf_args.{key} is not a TrainingArguments field{hint}; see "
+                "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"
+            )
+        problem = _type_error(key, value, fields[key])
+        if problem:
+            raise ConfigError(problem)
+    if device.type == "cuda" and (device.index or 0) > 0:
+        raise ConfigError(
+            f"trainer=hf places the model itself and cannot take trainer.device={device}; "
+            f"run with CUDA_VISIBLE_DEVICES={device.index} and trainer.device=cuda"
+        )
+    try:
+        training_arguments(cfg, Path("hf_check"), device, has_dev=True)
+    except (ValueError, TypeError) as exc:  # TrainingArguments' own checks of the values
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        raise ConfigError(f"trainer.hf_args: {message}") from None
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class ExpkitTrainer(Trainer):
+        """The Trainer with expkit's training order and loss; counts the samples it trains on."""
+
+        # compute_loss returns a micro-batch mean; the Trainer divides it by the number of
+        # micro-batches in the step, as the manual loop does
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args: Any, loss_fn: Any, order_seed: int, **kwargs: Any) -> None:
+            self.loss_fn = loss_fn
+            self.order_seed = order_seed
+            self.samples_seen = 0
+            super().__init__(*args, **kwargs)
+            # no num_items_in_batch: each micro-batch's loss is its own mean, as in the manual loop
+            self.model_accepts_loss_kwargs = False
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return EpochSampler(len(dataset), self.order_seed)
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            loss, outputs = forward_loss(model, inputs, self.loss_fn)
+            return (loss, outputs) if return_outputs else loss
+
+        def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
+            self.samples_seen += int(inputs["labels"].shape[0])
+            return super().training_step(model, inputs, *args, **kw)
+
+    return ExpkitTrainer
+
+
+def _callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class TrackerCallback(TrainerCallback):
+        """Forwards the Trainer's logs to expkit's tracker under the manual loop's names and steps.
+
+        `loss`, `learning_rate`, `grad_norm` at each logging step (and the last step), `eval_*` and
+        `test_*` after each evaluation; `train_runtime` and `train_samples_per_second` time the
+        training loop alone (evaluations left out), as in the manual loop.
+        """
+
+        def __init__(self, job: TrainJob) -> None:
+            self.job = job
+            self.trainer: Any = None
+            self.final: dict[str, float] = {}
+            self.training = False
+            self.start = self.mark = 0.0
+            self.eval_seconds = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.max_steps != self.job.total_steps:  # the two backends' step counts differ
+                raise RuntimeError(
+                    f"the Trainer plans {state.max_steps} steps, expkit planned "
+                    f"{self.job.total_steps}"
+                )
+            self.training = True
+            self.start = self.mark = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                control.should_log = True  # the manual loop logs the last step too
+            self.mark = time.perf_counter()
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.mark = time.perf_counter()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if not logs or "loss" not in logs or not self.training:
+                return  # evaluations come through on_evaluate; the Trainer's summary is unused
+            metrics = {k: float(logs[k]) for k in _TRAIN_LOGS if k in logs}
+            self.job.tracker.log_metrics(metrics, step=state.global_step)
+            if args.disable_tqdm:  # as the manual loop: progress as log lines
+                elapsed = time.perf_counter() - self.start - self.eval_seconds
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e %.2f steps/s",
+                    state.global_step, state.max_steps, metrics["loss"],
+                    metrics.get("learning_rate", 0.0), state.global_step / elapsed,
+                )  # fmt: skip
+            self.mark = time.perf_counter()
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
+        ) -> None:
+            if self.training:
+                self.eval_seconds += time.perf_counter() - self.mark
+            kept = {
+                k: float(v)
+                for k, v in (metrics or {}).items()
+                if k != "epoch" and not k.endswith(_TRAINER_EXTRAS)
+            }
+            self.job.tracker.log_metrics(kept, step=state.global_step)
+            self.final.update(kept)
+            if self.training:
+                log.info(
+                    "step %d: %s",
+                    state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in kept.items()),
+                )  # fmt: skip
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            runtime = time.perf_counter() - self.start - self.eval_seconds
+            self.training = False
+            samples = self.trainer.samples_seen if self.trainer is not None else 0
+            timing = {
+                "train_runtime": runtime,
+                "train_samples_per_second": samples / runtime if runtime > 0 else 0.0,
+            }
+            self.job.tracker.log_metrics(timing, step=state.global_step)
+            self.final.update(timing)
+
+    return TrackerCallback
+
+
+def train(job: TrainJob) -> dict[str, float]:
+    """Train with the Trainer on the shared objects; return the manual loop's final metrics."""
+    from transformers.trainer_callback import PrinterCallback
+
+    cfg = job.cfg
+    has_dev = "dev" in job.datasets
+    output_dir = job.run_dir / "hf_trainer"
+    args = training_arguments(cfg, output_dir, job.device, has_dev)
+    callback = _callback_class()(job)
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        return job.compute_metrics(prediction.predictions, prediction.label_ids)
+
+    def argmax(logits: Any, labels: Any) -> Any:
+        # class ids, not logits, are kept across the evaluation (as in the manual loop)
+        return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+
+    trainer = _trainer_class()(
+        model=job.model,
+        args=args,
+        train_dataset=job.datasets["train"],
+        eval_dataset=job.datasets.get("dev"),
+        data_collator=job.collator,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=argmax,
+        optimizers=(job.optimizer, job.scheduler),
+        callbacks=[callback],
+        loss_fn=job.loss_fn,
+        order_seed=int(cfg.seed),
+    )
+    callback.trainer = trainer
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # TrackerCallback writes the log lines
+    trainer.train()
+    if "test" in job.datasets:
+        trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
+    if output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()  # nothing was saved there: leave no empty folder behind
+    return dict(callback.final)

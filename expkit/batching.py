@@ -1,0 +1,75 @@
+"""The training order, shared by every backend: which examples form each batch, and each step.
+
+Both backends draw their training batches from `EpochSampler`, so for one seed they see the same
+examples in the same order. An epoch is split into optimizer steps of `grad_accum_steps`
+micro-batches; a window never spans two epochs (the last one of an epoch may be shorter), as in
+the Hugging Face Trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+
+class EpochSampler:
+    """A random permutation of the training set per epoch, from (seed, epoch) alone.
+
+    Its own generator leaves the global RNG (dropout) untouched, and epoch e's order is known
+    without replaying epochs 0..e-1. The Trainer calls `set_epoch` through accelerate.
+    """
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+
+
+def train_loader(
+    dataset: Any, collator: Any, batch_size: int, seed: int, num_workers: int = 0
+) -> Any:
+    """The training DataLoader over `EpochSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed),
+        collate_fn=collator,
+        num_workers=num_workers,
+    )
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, accum: int) -> int:
+    """Optimizer steps per epoch: micro-batches in windows of `accum`, the last maybe shorter."""
+    return max(1, math.ceil(math.ceil(num_examples / batch_size) / accum))
+
+
+def step_windows(loader: Any, accum: int, start_epoch: int = 0) -> Iterator[tuple[int, list]]:
+    """(epoch, micro-batches of one optimizer step), epoch after epoch, reshuffled each time."""
+    epoch = start_epoch
+    while True:
+        loader.sampler.set_epoch(epoch)
+        window: list = []
+        for batch in loader:
+            window.append(batch)
+            if len(window) == accum:
+                yield epoch, window
+                window = []
+        if window:
+            yield epoch, window
+        epoch += 1
