@@ -7,10 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from expkit.cli import config_dir
 from expkit.schema import register_configs
@@ -34,10 +35,78 @@ def make_cfg() -> Callable[..., DictConfig]:
     """Compose with overrides; defaults to the tiny model on the demo data, no tracking."""
 
     def _make(*overrides: str) -> DictConfig:
-        cfg = compose_config(["model=tiny", "tracking=none", *overrides])
-        with open_dict(cfg):
-            pass
-        return cfg
+        return compose_config(["model=tiny", "tracking=none", *overrides])
+
+    return _make
+
+
+WORDS = ["good", "bad", "fine", "awful", "great", "poor", "lovely", "dull", "bright", "grim"]
+
+
+class Recorder:
+    """A tracker that keeps the metrics in memory: (step, name, value)."""
+
+    run_id = None
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int, str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics += [(step, k, v) for k, v in metrics.items()]
+
+    def series(self, name: str) -> list[tuple[int, float]]:
+        return [(s, v) for s, k, v in self.metrics if k == name]
+
+
+def _sentiment_raw() -> Any:
+    from expkit.data import RawData
+
+    texts = [" ".join(WORDS[(i * 7 + j) % 10] for j in range(1 + i % 9)) for i in range(48)]
+    labels = [i % 2 for i in range(48)]
+    return RawData(
+        {"train": [texts], "dev": [texts[:16]]}, {"train": labels, "dev": labels[:16]},
+        ["neg", "pos"], {},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def make_job(make_cfg, tmp_path) -> Callable[..., Any]:
+    """A TrainJob built in process by the shared builders (tiny model, 48 two-class sentences),
+    seeded as expkit.run seeds it before training, with a Recorder as its tracker."""
+    from transformers import set_seed
+
+    from expkit.backends import TrainJob
+    from expkit.data import make_collator, tokenize
+    from expkit.device import resolve_device
+    from expkit.freeze import apply_freeze
+    from expkit.loss import build_loss
+    from expkit.metrics import classification_metrics
+    from expkit.model import build_model, build_tokenizer
+    from expkit.optim import build_optimizer, build_scheduler
+
+    def _make(total_steps: int, *overrides: str) -> tuple[Any, Recorder]:
+        defaults = {"model.dropout": "0.0", "trainer.max_steps": str(total_steps)}
+        given = {o.partition("=")[0] for o in overrides}
+        first = [f"{k}={v}" for k, v in defaults.items() if k not in given]
+        cfg = make_cfg(*first, "trainer.progress=false", *overrides)
+        raw = _sentiment_raw()
+        tok = build_tokenizer(cfg.model)
+        splits = tokenize(raw, tok, cfg.data, tmp_path / "cache")
+        set_seed(0)
+        model = build_model(cfg.model, raw.label_names)
+        apply_freeze(model, cfg.freeze)
+        opt = build_optimizer(model, cfg.optimizer)
+        recorder = Recorder()
+        job = TrainJob(
+            cfg=cfg, model=model, tokenizer=tok, datasets=splits, collator=make_collator(tok),
+            optimizer=opt, scheduler=build_scheduler(opt, cfg.scheduler, total_steps),
+            loss_fn=build_loss(cfg.loss, 2),
+            compute_metrics=lambda p, y: classification_metrics(p, y, 2),
+            total_steps=total_steps, tracker=recorder, run_dir=tmp_path / "run",
+            device=resolve_device("cpu"),
+        )  # fmt: skip
+        set_seed(int(cfg.seed))  # as expkit.run does before handing the job to a backend
+        return job, recorder
 
     return _make
 

@@ -26,15 +26,17 @@ def _wait_for_training(client: MlflowClient, proc: subprocess.Popen, limit: floa
     return None
 
 
+@pytest.mark.parametrize("backend", ["manual", "hf"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_marks_the_run_killed(tmp_path, sig, code):
+def test_signal_marks_the_run_killed(tmp_path, sig, code, backend):
     data = tmp_path / "data"
     data.mkdir()
     rows = "".join(f"sample text number {i}\t{i % 2}\n" for i in range(64))
     (data / "train.tsv").write_text("text\tlabel\n" + rows, encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "expkit", "model=tiny", "data=local", f"data.path={data}",
-         "trainer.max_steps=1000000", "trainer.log_every=1", "trainer.save_model=false"],
+         "trainer.max_steps=1000000", "trainer.log_every=1", "trainer.save_model=false",
+         f"trainer={backend}"],
         cwd=tmp_path, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -5,68 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from expkit.backends import TrainJob, get_backend
+from expkit.backends import get_backend
 from expkit.backends.manual import evaluate, is_eval_step
 from expkit.batching import steps_per_epoch
-from expkit.data import RawData, make_collator, tokenize
 from expkit.device import resolve_device
-from expkit.freeze import apply_freeze
-from expkit.loss import build_loss
-from expkit.metrics import classification_metrics
-from expkit.model import build_model, build_tokenizer
-from expkit.optim import build_optimizer, build_scheduler
-
-WORDS = ["good", "bad", "fine", "awful", "great", "poor", "lovely", "dull", "bright", "grim"]
 
 
-class Recorder:
-    run_id = None
-
-    def __init__(self):
-        self.metrics: list[tuple[int, str, float]] = []
-
-    def log_metrics(self, metrics, step):
-        self.metrics += [(step, k, v) for k, v in metrics.items()]
-
-    def series(self, name):
-        return [(s, v) for s, k, v in self.metrics if k == name]
-
-
-def _raw() -> RawData:
-    texts = [" ".join(WORDS[(i * 7 + j) % 10] for j in range(1 + i % 9)) for i in range(48)]
-    labels = [i % 2 for i in range(48)]
-    return RawData(
-        {"train": [texts], "dev": [texts[:16]]}, {"train": labels, "dev": labels[:16]},
-        ["neg", "pos"], {},
-    )  # fmt: skip
-
-
-def _job(make_cfg, tmp_path, total_steps: int, *overrides: str) -> tuple[TrainJob, Recorder]:
-    cfg = make_cfg("model.dropout=0.0", "trainer.progress=false", *overrides)
-    raw = _raw()
-    tok = build_tokenizer(cfg.model)
-    splits = tokenize(raw, tok, cfg.data, tmp_path / "cache")
-    torch.manual_seed(0)
-    model = build_model(cfg.model, raw.label_names)
-    apply_freeze(model, cfg.freeze)
-    opt = build_optimizer(model, cfg.optimizer)
-    recorder = Recorder()
-    job = TrainJob(
-        cfg=cfg, model=model, tokenizer=tok, datasets=splits, collator=make_collator(tok),
-        optimizer=opt, scheduler=build_scheduler(opt, cfg.scheduler, total_steps),
-        loss_fn=build_loss(cfg.loss, 2),
-        compute_metrics=lambda p, y: classification_metrics(p, y, 2),
-        total_steps=total_steps, tracker=recorder, run_dir=tmp_path,
-        device=resolve_device("cpu"),
-    )  # fmt: skip
-    return job, recorder
-
-
-def test_accumulation_equals_the_larger_batch(make_cfg, tmp_path):
+def test_accumulation_equals_the_larger_batch(make_job):
     """batch 8 x 1 and batch 4 x 2 see the same samples per step and follow the same losses."""
-    big, rec_big = _job(make_cfg, tmp_path, 6, "trainer.batch_size=8", "trainer.log_every=1")
-    small, rec_small = _job(
-        make_cfg, tmp_path, 6, "trainer.batch_size=4", "trainer.grad_accum_steps=2",
+    big, rec_big = make_job(6, "trainer.batch_size=8", "trainer.log_every=1")
+    small, rec_small = make_job(
+        6, "trainer.batch_size=4", "trainer.grad_accum_steps=2",
         "trainer.log_every=1",
     )  # fmt: skip
     get_backend("manual")(big)
@@ -77,9 +26,9 @@ def test_accumulation_equals_the_larger_batch(make_cfg, tmp_path):
     assert losses_small == pytest.approx(losses_big, abs=1e-5)
 
 
-def test_logging_steps_and_the_model_learns(make_cfg, tmp_path):
-    job, rec = _job(
-        make_cfg, tmp_path, 24, "trainer.batch_size=8", "trainer.log_every=4",
+def test_logging_steps_and_the_model_learns(make_job):
+    job, rec = make_job(
+        24, "trainer.batch_size=8", "trainer.log_every=4",
         "trainer.eval_every=12", "optimizer.lr=3e-3",
     )  # fmt: skip
     final = get_backend("manual")(job)
@@ -91,8 +40,8 @@ def test_logging_steps_and_the_model_learns(make_cfg, tmp_path):
     assert job.model.training  # back in train mode after evaluating
 
 
-def test_evaluate_uses_eval_mode_and_restores_train_mode(make_cfg, tmp_path):
-    job, _ = _job(make_cfg, tmp_path, 1)
+def test_evaluate_uses_eval_mode_and_restores_train_mode(make_job):
+    job, _ = make_job(1)
     job.model.train()
     seen = []
     job.model.register_forward_pre_hook(lambda m, args: seen.append(m.training))
@@ -114,8 +63,8 @@ def test_eval_every_zero_means_each_epoch():
     assert [s for s in range(1, 15) if is_eval_step(s, 5, per_epoch)] == [5, 10]
 
 
-def test_frozen_encoder_does_not_move(make_cfg, tmp_path):
-    job, _ = _job(make_cfg, tmp_path, 3, "freeze=base_model", "optimizer.lr=1e-2")
+def test_frozen_encoder_does_not_move(make_job):
+    job, _ = make_job(3, "freeze=base_model", "optimizer.lr=1e-2")
     before = {n: p.detach().clone() for n, p in job.model.named_parameters()}
     get_backend("manual")(job)
     for name, p in job.model.named_parameters():

@@ -1,0 +1,60 @@
+"""The shared training order: the sampler, the accumulation windows, the step count."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from expkit.batching import EpochSampler, step_windows, steps_per_epoch, train_loader
+from expkit.run import plan_total_steps
+
+
+def test_the_sampler_is_a_permutation_fixed_by_seed_and_epoch():
+    sampler = EpochSampler(50, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(50)) and first != list(range(50))
+    assert list(sampler) == first  # the same epoch again: the same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == list(range(50)) and second != first
+    other = EpochSampler(50, seed=3)
+    other.set_epoch(1)
+    assert list(other) == second  # epoch 1's order without replaying epoch 0
+    before = torch.random.get_rng_state()
+    list(EpochSampler(50, seed=4))
+    assert torch.equal(torch.random.get_rng_state(), before)  # dropout's RNG untouched
+
+
+def test_windows_never_span_an_epoch():
+    data = [{"x": i} for i in range(10)]
+
+    def collate(rows):
+        return [r["x"] for r in rows]
+
+    loader = train_loader(data, collate, batch_size=2, seed=0)  # 5 micro-batches per epoch
+    windows = step_windows(loader, accum=2)
+    got = [next(windows) for _ in range(6)]
+    assert [(epoch, len(w)) for epoch, w in got] == [(0, 2), (0, 2), (0, 1), (1, 2), (1, 2), (1, 1)]
+    for epoch in (0, 1):
+        seen = [x for e, w in got if e == epoch for batch in w for x in batch]
+        assert sorted(seen) == list(range(10))  # each epoch: every example once
+    assert steps_per_epoch(10, 2, 2) == 3
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch", "accum", "epochs"),
+    [(200, 8, 2, 3.0), (200, 8, 2, 1.5), (320, 16, 1, 3.0), (7, 8, 4, 2.0), (100, 3, 5, 0.25)],
+)
+def test_planned_steps_are_the_trainers_count(examples, batch, accum, epochs):
+    trainer = OmegaConf.create(
+        {"max_steps": -1, "epochs": epochs, "batch_size": batch, "grad_accum_steps": accum}
+    )
+    # transformers.Trainer.set_initial_training_values, for a sized loader and max_steps=-1
+    batches = math.ceil(examples / batch)
+    per_epoch = max(batches // accum + int(batches % accum > 0), 1)
+    assert plan_total_steps(examples, trainer) == math.ceil(epochs * per_epoch)
+    trainer.max_steps = 11
+    assert plan_total_steps(examples, trainer) == 11
