@@ -317,9 +317,24 @@ def _callback_class() -> type:
     return TrackerCallback
 
 
+def _progress_class() -> type:
+    from transformers.trainer_callback import ProgressCallback
+
+    class Progress(ProgressCallback):
+        """The Trainer's bar, without its own timing figures (expkit reports the manual loop's)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if not logs or "train_runtime" in logs:
+                return  # its summary times evaluation too; expkit prints its own table
+            kept = {k: v for k, v in logs.items() if not k.endswith(_TRAINER_EXTRAS)}
+            super().on_log(args, state, control, logs=kept, **kw)
+
+    return Progress
+
+
 def train(job: TrainJob) -> dict[str, float]:
     """Train with the Trainer on the shared objects; return the manual loop's final metrics."""
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     cfg = job.cfg
     has_dev = "dev" in job.datasets
@@ -350,6 +365,9 @@ def train(job: TrainJob) -> dict[str, float]:
     callback.trainer = trainer
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # TrackerCallback writes the log lines
+    else:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_progress_class())
     trainer.train()
     if "test" in job.datasets:
         trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
