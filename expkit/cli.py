@@ -73,7 +73,10 @@ def _valid_keys(schema: Any) -> list[str]:
 
 
 def _install_error_reporter() -> None:
-    """Print user errors as one line and exit 2; everything else keeps Hydra's own reporting."""
+    """Print user errors as one line and exit 2; everything else keeps Hydra's own reporting.
+
+    A multirun that stops early (Ctrl-C, an error) marks its open parent run KILLED or FAILED.
+    """
     import hydra._internal.utils as hydra_utils
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -85,14 +88,25 @@ def _install_error_reporter() -> None:
     def run_and_report(func: Any) -> Any:
         try:
             return func()
-        except ExpkitError as exc:
-            sys.stderr.write(f"expkit: error: {exc}\n")
-            sys.exit(2)
-        except (HydraException, OmegaConfBaseException) as exc:
-            sys.stderr.write(f"expkit: config error: {_one_line(exc)}\n")
-            sys.exit(2)
-        except Exception:
-            return original(func)
+        except BaseException as exc:
+            from expkit.sweep import abort_active
+
+            abort_active("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if isinstance(exc, ExpkitError):
+                sys.stderr.write(f"expkit: error: {exc}\n")
+                sys.exit(2)
+            if isinstance(exc, (HydraException, OmegaConfBaseException)):
+                sys.stderr.write(f"expkit: config error: {_one_line(exc)}\n")
+                sys.exit(2)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+
+            error = exc  # Hydra's own report of anything else (traceback, HYDRA_FULL_ERROR)
+
+            def reraise() -> Any:
+                raise error
+
+            return original(reraise)
 
     run_and_report._expkit = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report

@@ -19,3 +19,14 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
         self.signum = signum
+
+
+class TrainingDiverged(ExpkitError):
+    """The training loss became NaN or infinite: the run stops at that step, FAILED."""
+
+    def __init__(self, step: int, loss: float, lr: float) -> None:
+        super().__init__(
+            f"the training loss is {loss} at step {step} (learning rate {lr:.3g}); "
+            "training stopped (lower optimizer.lr, or check the data)"
+        )
+        self.step = step

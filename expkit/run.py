@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import sys
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,28 @@ def run_tags(
     commit = _git_commit(launch_dir)
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    choices = _group_choices()
+    if choices:  # which option of each config group: `expkit rerun` composes from them
+        tags["expkit.choices"] = json.dumps(choices)
+    if os.environ.get(RERUN_ENV):
+        tags["expkit.rerun_of"] = os.environ[RERUN_ENV]
     return tags
+
+
+RERUN_ENV = "EXPKIT_RERUN_OF"  # set by `expkit rerun`: the run this one reproduces
+
+
+def _group_choices() -> dict[str, str]:
+    """The config group options this run was composed from (Hydra's runtime choices)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from expkit.schema import SCHEMAS
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    groups = [*SCHEMAS, "experiment", "hparams_search"]
+    return {g: str(choices[g]) for g in groups if g in choices and choices[g] is not None}
 
 
 @contextmanager
@@ -122,9 +145,24 @@ def _summary_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) -> dict[str, float]:
+@dataclass
+class RunHandle:
+    """Filled in by `run` once its tracking run is open (a sweep job asks whether it was)."""
+
+    run_id: str | None = None
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    launch_dir: Path,
+    overrides: list[str],
+    extra_tags: dict[str, str] | None = None,
+    handle: RunHandle | None = None,
+) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
+    from expkit.sweep import write_run_pointer
     from expkit.tracking import flatten, make_tracker, store_uri
     from expkit.validate import validate
 
@@ -189,7 +227,11 @@ def run(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str]) 
     status = "FAILED"
     with _sigterm_as_interrupt():
         try:
-            tracker.start(run_name(cfg, overrides), run_tags(cfg, overrides, launch_dir, run_dir))
+            tags = {**run_tags(cfg, overrides, launch_dir, run_dir), **(extra_tags or {})}
+            tracker.start(run_name(cfg, overrides), tags)
+            if handle is not None:
+                handle.run_id = tracker.run_id
+            write_run_pointer(run_dir, tracker.run_id, cfg.tracking.uri)
             tracker.log_params(flatten(resolved))
             tracker.log_artifact(run_dir / "config.yaml")
             tracker.log_artifact(run_dir / "overrides.yaml")
@@ -296,17 +338,22 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     from expkit.errors import ExpkitError
 
     hc = HydraConfig.get()
+    run_dir, launch_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
+    overrides = list(hc.overrides.task)
+    if hc.mode == RunMode.MULTIRUN:
+        from expkit.sweep import run_job
+
+        return run_job(cfg, run_dir, launch_dir, overrides, int(hc.job.num))
     try:
-        run(
-            cfg,
-            run_dir=Path(hc.runtime.output_dir),
-            launch_dir=Path(hc.runtime.cwd),
-            overrides=list(hc.overrides.task),
-        )
+        if cfg.resume is not None:
+            raise ConfigError(
+                f"resume={cfg.resume} applies to sweeps (expkit -m ... resume=auto) for now; "
+                "a single run starts fresh (checkpoint resume is not implemented yet)"
+            )
+        metrics = run(cfg, run_dir=run_dir, launch_dir=launch_dir, overrides=overrides)
     except ExpkitError as exc:
-        if hc.mode != RunMode.RUN:
-            raise  # a sweep reports its failed jobs itself
         # one line, before Hydra adds its own "Error executing job" banner around it
         sys.stderr.write(f"expkit: error: {exc}\n")
         raise SystemExit(2) from None
-    return None
+    value = metrics.get(str(cfg.objective.metric))
+    return None if value is None else float(value)

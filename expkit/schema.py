@@ -7,6 +7,7 @@ key or a value of the wrong type fails during composition with Hydra's own messa
 from __future__ import annotations
 
 import importlib
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,15 @@ class TrackingConfig:
     experiment: str = "expkit"
     run_name: str | None = None  # default: made from the command-line overrides
     tensorboard: bool = False
+    register_best: str | None = None  # after a sweep: register the best child's model as NAME
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a sweep optimizes and sorts by; the task function returns this metric's final value."""
+
+    metric: str = "eval_accuracy"  # any final metric: eval_f1, eval_loss, test_accuracy, ...
+    direction: str = "maximize"  # maximize | minimize
 
 
 @dataclass
@@ -126,7 +136,11 @@ class RunConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     experiment: Any = None
+    hparams_search: Any = None
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
+    # auto: in a sweep, skip the jobs whose runs FINISHED under the same parent and rerun the rest
+    resume: str | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -184,4 +198,8 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=_open_pass_through(node))
     OmegaConf.register_new_resolver("package_model_dir", _package_model_dir, replace=True)
     OmegaConf.register_new_resolver("expkit_path", _package_path, replace=True)
+    # cached, and Hydra copies the cache into every job's config: one value per launch
+    OmegaConf.register_new_resolver(
+        "expkit_uid", lambda: secrets.token_hex(3), replace=True, use_cache=True
+    )
     _registered = True

@@ -111,53 +111,114 @@ class NullTracker:
         pass
 
 
+RETRY_ATTEMPTS = 10  # with doubling delays from 0.1 s (capped at 5 s): about 30 s in all
+_TRANSIENT = ("database is locked", "database table is locked", "busy", "temporarily unavailable",
+              "too many requests", "connection reset", "connection aborted")  # fmt: skip
+
+
+def _transient(exc: BaseException) -> bool:
+    """A store error worth retrying: SQLite locked by a parallel job, a server briefly away."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def with_retries(call: Callable[[], Any], attempts: int = RETRY_ATTEMPTS) -> Any:
+    """Run `call`, retrying transient store errors with jittered exponential backoff."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not _transient(exc):
+                raise
+            time.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class RetryingClient:
+    """An MlflowClient whose every call retries transient errors (parallel jobs, one SQLite file).
+
+    A failed SQLite write is rolled back, so a retried call never records anything twice.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return with_retries(lambda: attr(*args, **kwargs))
+
+        return call
+
+
+def mlflow_client(uri: str) -> Any:
+    """A retrying MlflowClient for `uri` (imports mlflow)."""
+    from mlflow.tracking import MlflowClient
+
+    return RetryingClient(MlflowClient(tracking_uri=uri))
+
+
+def ensure_experiment(
+    client: Any, uri: str, name: str, artifact_location: str | None = None
+) -> str:
+    """Get the experiment by name or create it (another process may create it first)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        if artifact_location is None and uri.startswith("sqlite:///"):
+            # artifacts beside the .db file: MLflow's default is ./mlruns in the cwd
+            db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+            artifact_location = (db.parent.resolve() / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as err:
+            found = client.get_experiment_by_name(name)
+            if found is None or err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    if found.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be created
+        client.restore_experiment(found.experiment_id)
+    return found.experiment_id
+
+
+def log_params(client: Any, run_id: str, params: dict[str, object]) -> None:
+    """Params in batches, names and values made acceptable to MLflow."""
+    from mlflow.entities import Param
+
+    # a dict: two keys that clean up to the same name must not clash in one batch
+    clean = {_key(k): _clip(str(v), MAX_PARAM_LENGTH) for k, v in params.items()}
+    items = [Param(k, v) for k, v in clean.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+
+def clean_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+
+
 class MLflowTracker:
     """One MLflow run through MlflowClient (no fluent global state); metrics sent in batches."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = mlflow_client(uri)
         self.uri = uri
-        self.experiment_id = self._experiment(experiment, artifact_location)
+        self.experiment_id = ensure_experiment(self.client, uri, experiment, artifact_location)
         self.run_id: str | None = None
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
         self._ended = False
 
-    def _experiment(self, name: str, artifact_location: str | None) -> str:
-        """Get the experiment by name or create it (another process may create it first)."""
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
-            if artifact_location is None and self.uri.startswith("sqlite:///"):
-                # artifacts beside the .db file: MLflow's default is ./mlruns in the cwd
-                db = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
-                artifact_location = (db.parent.resolve() / "mlartifacts").as_uri()
-            try:
-                return self.client.create_experiment(name, artifact_location=artifact_location)
-            except MlflowException as err:
-                found = self.client.get_experiment_by_name(name)
-                if found is None or err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-        if found.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be created
-            self.client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-
     def start(self, run_name: str | None, tags: dict[str, str]) -> None:
-        clipped = {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=clipped)
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=clean_tags(tags))
         self.run_id = run.info.run_id
 
     def log_params(self, params: dict[str, object]) -> None:
-        from mlflow.entities import Param
-
-        # a dict: two keys that clean up to the same name must not clash in one batch
-        clean = {_key(k): _clip(str(v), MAX_PARAM_LENGTH) for k, v in params.items()}
-        items = [Param(k, v) for k, v in clean.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        log_params(self.client, self.run_id, params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Buffer the values (nan/inf included: MLflow stores them); send when due."""

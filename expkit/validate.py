@@ -191,6 +191,32 @@ def _check_names(cfg: DictConfig, errors: list[str]) -> None:
             errors.append(f"{kind} {value!r} is not registered (valid: {', '.join(valid)})")
 
 
+DIRECTIONS = ("maximize", "minimize")
+_METRIC = re.compile(r"^(eval|test|train)_\w+$")
+
+
+def _objective_errors(cfg: DictConfig) -> list[str]:
+    errors = []
+    o = cfg.objective
+    if not _METRIC.match(str(o.metric)):
+        errors.append(
+            f"objective.metric={o.metric!r} is not a final metric name (e.g. eval_accuracy, "
+            "eval_f1, eval_loss, test_accuracy)"
+        )
+    if o.direction not in DIRECTIONS:
+        errors.append(f"objective.direction={o.direction!r} is not valid (maximize, minimize)")
+    if cfg.resume not in (None, "auto"):
+        errors.append(f"resume={cfg.resume!r} is not valid (valid: auto, or null)")
+    return errors
+
+
+def validate_objective(cfg: DictConfig) -> None:
+    """The sweep-level keys, checked once when a multirun starts (before any job)."""
+    errors = _objective_errors(cfg)
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one ConfigError naming every problem in `cfg` (semicolon-separated, one line)."""
     missing = [k for k in OmegaConf.missing_keys(cfg) if k != "data.path"]  # data: own message
@@ -203,5 +229,6 @@ def validate(cfg: DictConfig) -> None:
     limits = _check_model(cfg, errors)
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
+    errors += _objective_errors(cfg)
     if errors:
         raise ConfigError("; ".join(errors))

@@ -54,14 +54,21 @@ def test_every_option_of_every_group_composes_and_validates(make_cfg, tmp_path):
     from expkit.cli import config_dir
 
     for group_dir in sorted(p for p in config_dir().iterdir() if p.is_dir()):
-        if group_dir.name == "experiment":
-            continue
+        if group_dir.name in ("experiment", "hparams_search"):
+            continue  # whole-config presets: tested on their own
         for option in sorted(group_dir.glob("*.yaml")):
             extra = [f"data.path={tmp_path}"] if group_dir.name == "data" else []
             if option.stem == "bert_base_uncased":
                 continue  # a hub id: needs the network or a cache
             cfg = make_cfg(f"{group_dir.name}={option.stem}", *extra)
             validate(cfg)
+
+
+def test_the_optuna_preset_composes_and_validates(make_cfg, tmp_path):
+    cfg = make_cfg("hparams_search=optuna_sst2", f"data.path={tmp_path}", "model=minilm")
+    validate(cfg)
+    assert (cfg.objective.metric, cfg.objective.direction) == ("eval_f1", "maximize")
+    assert cfg.data.name == "sst2" and cfg.trainer.max_steps == 150
 
 
 def test_validation_imports_nothing_heavy():

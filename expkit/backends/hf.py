@@ -12,6 +12,7 @@ collator, optimizer, scheduler, metrics) and expkit's training order (`EpochSamp
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from expkit.backends import TrainJob
 from expkit.batching import EpochSampler
-from expkit.errors import ConfigError
+from expkit.errors import ConfigError, TrainingDiverged
 from expkit.loss import forward_loss
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def _trainer_class() -> type:
             self.loss_fn = loss_fn
             self.order_seed = order_seed
             self.samples_seen = 0
+            self.step_loss = 0.0  # the current optimizer step's loss, checked for NaN per step
             super().__init__(*args, **kwargs)
             # no num_items_in_batch: each micro-batch's loss is its own mean, as in the manual loop
             self.model_accepts_loss_kwargs = False
@@ -230,7 +232,9 @@ def _trainer_class() -> type:
 
         def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
             self.samples_seen += int(inputs["labels"].shape[0])
-            return super().training_step(model, inputs, *args, **kw)
+            loss = super().training_step(model, inputs, *args, **kw)
+            self.step_loss = self.step_loss + loss
+            return loss
 
     return ExpkitTrainer
 
@@ -264,6 +268,12 @@ def _callback_class() -> type:
             self.start = self.mark = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            loss = float(self.trainer.step_loss) if self.trainer is not None else 0.0
+            if self.trainer is not None:
+                self.trainer.step_loss = 0.0
+            if not math.isfinite(loss):  # as the manual loop: stop at once, the run FAILED
+                lr = self.job.scheduler.get_last_lr()[0]
+                raise TrainingDiverged(state.global_step, loss, lr)
             if state.global_step >= state.max_steps:
                 control.should_log = True  # the manual loop logs the last step too
             self.mark = time.perf_counter()

@@ -9,6 +9,7 @@ from typing import Any
 
 from expkit.backends import TrainJob
 from expkit.batching import step_windows, steps_per_epoch, train_loader
+from expkit.errors import TrainingDiverged
 from expkit.loss import forward_loss
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,10 @@ def train(job: TrainJob) -> dict[str, float]:
         scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
         optimizer.zero_grad(set_to_none=True)
 
-        window_loss += float(step_loss)
+        value = float(step_loss)
+        if not math.isfinite(value):
+            raise TrainingDiverged(step, value, lr)
+        window_loss += value
         window_steps += 1
         bar.update(1)
         if step % t.log_every == 0 or step == job.total_steps:
