@@ -6,6 +6,7 @@ once; torch, transformers, datasets and mlflow are imported by the code that nee
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -112,10 +113,31 @@ def _install_error_reporter() -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+def _subcommand(argv: list[str]) -> None:
+    """`expkit compare ...` and `expkit rerun ...` (rerun goes on into the Hydra app)."""
+    try:
+        if argv[0] == "compare":
+            from expkit.compare import main as compare
+
+            sys.exit(compare(argv[1:]))
+        from expkit.rerun import prepare
+
+        args, source = prepare(argv[1:])
+    except ExpkitError as exc:
+        sys.stderr.write(f"expkit {argv[0]}: error: {exc}\n")
+        sys.exit(2)
+    from expkit.run import RERUN_ENV
+
+    os.environ[RERUN_ENV] = source
+    sys.argv = [sys.argv[0], *args]
+
+
 def main() -> None:
     """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
     import hydra
 
+    if len(sys.argv) > 1 and sys.argv[1] in ("compare", "rerun"):
+        _subcommand(sys.argv[1:])
     register_configs()
     _install_error_reporter()
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)

@@ -60,7 +60,7 @@ def _overrides(text: str) -> dict[str, str]:
     return out
 
 
-def _row(run: Any) -> Row:
+def row_of(run: Any) -> Row:
     tags = run.data.tags
     job = tags.get("expkit.job_num")
     return Row(
@@ -83,7 +83,7 @@ def children(client: Any, parent: Any) -> list[Row]:
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
         max_results=5000,
     )
-    rows = sorted((_row(r) for r in runs), key=lambda r: r.start_time)
+    rows = sorted((row_of(r) for r in runs), key=lambda r: r.start_time)
     newest: dict[str, Row] = {}
     for row in rows:
         newest[row.extra.get("job_key") or row.run_id] = row

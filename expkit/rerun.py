@@ -1,0 +1,111 @@
+"""`expkit rerun RUN_ID [overrides...]`: a recorded run again, from what MLflow holds of it.
+
+The new run is composed from the recorded config group options (tag `expkit.choices`) and every
+value of the recorded resolved config (artifact `config.yaml`) as an override, so it reproduces the
+run even if the YAML files changed since; the user's overrides come last. It is a new run, tagged
+`expkit.rerun_of` with the source run's id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from expkit.errors import ExpkitError
+
+PRESETS = ("experiment", "hparams_search")  # their values are in the resolved config already
+
+
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar (strings quoted, so '42' stays a string)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ExpkitError(f"cannot express {value!r} as an override")
+
+
+def _leaves(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def overrides_for(
+    resolved: dict[str, Any], choices: dict[str, str], new: list[str], name: str
+) -> list[str]:
+    """The command line that recomposes `resolved`, with `new` applied on top."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(new)
+    changed = {o.key_or_group for o in parsed}
+    groups = {g for g in changed if g in choices or g in PRESETS}
+    args = [f"{g}={o}" for g, o in choices.items() if g not in groups and g not in PRESETS]
+    for key, value in _leaves(resolved):
+        if key.split(".", 1)[0] in PRESETS:
+            continue
+        if key.split(".", 1)[0] in groups:
+            continue  # the user picked another option of this group: its own defaults apply
+        if any(key == c or key.startswith(f"{c}.") for c in changed):
+            continue
+        args.append(f"++{key}={hydra_value(value)}")
+    if "tracking.run_name" not in changed:
+        args.append(f"++tracking.run_name={hydra_value(name)}")
+    return args + new
+
+
+def prepare(argv: list[str]) -> tuple[list[str], str]:
+    """Parse `rerun` arguments; return (the Hydra command line, the source run id)."""
+    from expkit.compare import default_uri
+    from expkit.tracking import mlflow_client
+
+    parser = argparse.ArgumentParser(
+        prog="expkit rerun",
+        description="Run a recorded run again (same config and seed), optionally changed.",
+    )
+    parser.add_argument("run_id", help="the MLflow run id to reproduce")
+    parser.add_argument("overrides", nargs="*", help="changes, e.g. trainer.max_steps=500")
+    parser.add_argument("--uri", help="tracking URI of the source run (default: ./runs/mlflow.db)")
+    args = parser.parse_args(argv)
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(args.uri or default_uri())
+    try:
+        run = client.get_run(args.run_id)
+    except MlflowException:
+        raise ExpkitError(f"no run {args.run_id!r} in this store") from None
+    choices_tag = run.data.tags.get("expkit.choices")
+    if choices_tag is None:
+        raise ExpkitError(f"run {args.run_id} has no expkit.choices tag: not an expkit run")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(args.run_id, "config.yaml", tmp)
+        except Exception as exc:
+            raise ExpkitError(f"run {args.run_id} has no config.yaml artifact ({exc})") from None
+        resolved = OmegaConf.to_container(OmegaConf.load(Path(local)), resolve=True)
+    name = f"rerun of {run.info.run_name}"
+    changes = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra.")]
+    if changes:
+        name += ": " + " ".join(changes)
+    return overrides_for(resolved, json.loads(choices_tag), args.overrides, name), args.run_id
