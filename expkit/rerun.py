@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,9 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        # Hydra's quoted strings: a backslash is an escape only before a quote or at the end
+        doubled = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+        return "'" + doubled.replace("'", "\\'") + "'"
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):

@@ -58,3 +58,27 @@ def test_signal_marks_the_run_killed(tmp_path, sig, code, backend):
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert steps == list(range(1, len(steps) + 1))
     assert run.data.params["trainer.max_steps"] == "1000000"
+
+
+def test_ctrl_c_in_a_sweep_marks_the_parent_and_the_job_killed(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expkit", "-m", "model=tiny", "trainer.max_steps=1000000",
+         "trainer.log_every=1", "trainer.save_model=false", "seed=1,2"],
+        cwd=tmp_path, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/runs/mlflow.db")
+    try:
+        running = _wait_for_training(client, proc, limit=240)
+        assert running is not None, proc.communicate()[1][-2000:] if proc.poll() else "no run"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-4000:]
+    runs = client.search_runs([client.get_experiment_by_name("expkit").experiment_id])
+    by_role = {r.data.tags.get("expkit.role", "job"): r for r in runs}
+    assert by_role["sweep"].info.status == "KILLED"  # never left RUNNING
+    assert by_role["job"].info.status == "KILLED"
+    assert len(runs) == 2  # the second job never started
