@@ -207,8 +207,12 @@ def plot(client: Any, sweep: Sweep, path: Path) -> Path:
         if numbers is not None:
             ax.scatter(numbers, ys)
             positive = [x for x in numbers if x > 0]
-            if len(positive) == len(numbers) and positive and max(positive) / min(positive) >= 20:
+            if len(positive) == len(numbers) and positive and max(positive) / min(positive) >= 5:
                 ax.set_xscale("log")
+            distinct = sorted(set(numbers))
+            if len(distinct) <= 8:  # label the values tried, nothing else
+                ax.minorticks_off()
+                ax.set_xticks(distinct, [f"{v:g}" for v in distinct])
         else:
             labels = sorted(set(raw))
             ax.scatter([labels.index(v) for v in raw], ys)
@@ -231,8 +235,14 @@ def plot(client: Any, sweep: Sweep, path: Path) -> Path:
         curve.legend(fontsize=7)
     for ax in flat[panels:]:
         ax.axis("off")
-    title = sweep.parent.info.run_name if sweep.parent is not None else "runs"
-    fig.suptitle(f"{title[:90]}\nobjective {sweep.objective} ({sweep.direction})", fontsize=10)
+    title = "runs"
+    if sweep.parent is not None:
+        title = f"sweep {sweep.parent.data.tags.get('expkit.sweep_id', '')}"
+    fig.suptitle(
+        f"{title}: {len(sweep.rows)} runs over {', '.join(sweep.swept) or 'one setting'}; "
+        f"objective {sweep.objective} ({sweep.direction})",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
