@@ -132,6 +132,29 @@ def _subcommand(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *args]
 
 
+def _help(overrides: list[str]) -> None:
+    """`expkit [overrides] --help`: Hydra's help layout, rendered directly.
+
+    Hydra's own `--help` copies the whole config repository once per option of every group, the
+    sweeper and launcher plugins' included: 0.9 s. This composes once (about 0.3 s).
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    groups = []
+    for folder in sorted(p for p in config_dir().iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        groups.append(f"{folder.name}: {', '.join(options)}")
+    job = OmegaConf.to_yaml({k: cfg[k] for k in cfg if k != "hydra"})
+    print(
+        f"{cfg.hydra.help.header}== Config groups (group=option) ==\n" + "\n".join(groups)
+        + f"\n\n== The composed config (override any key: key=value) ==\n{job}\n"
+        + str(cfg.hydra.help.footer)
+    )  # fmt: skip
+
+
 def main() -> None:
     """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
     import hydra
@@ -140,6 +163,13 @@ def main() -> None:
         _subcommand(sys.argv[1:])
     register_configs()
     _install_error_reporter()
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        import hydra._internal.utils as hydra_utils
+
+        overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
+        if all("=" in a for a in overrides):  # other flags: Hydra's own help handles them
+            hydra_utils.run_and_report(lambda: _help(overrides))
+            return
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)
     try:
         app()
