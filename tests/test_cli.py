@@ -162,3 +162,17 @@ def test_the_pretrained_default_learns_the_demo_set(tmp_path):
     assert run.data.metrics["test_accuracy"] >= 0.8
     losses = [m.value for m in _client(tmp_path).get_metric_history(run.info.run_id, "loss")]
     assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_help_lists_every_group_and_the_composed_config(tmp_path):
+    proc = run_cli("model=tiny", "trainer=hf", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("expkit: config-driven fine-tuning")
+    assert "trainer: hf, manual" in out and "hparams_search: optuna_sst2" in out
+    assert "expkit compare [SWEEP_OR_RUN_ID]" in out and "expkit rerun RUN_ID" in out
+    assert "  init: random" in out and "  backend: hf" in out  # the overrides applied
+    assert "hydra:" not in out
+    bad = run_cli("model=nope", "--help", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("expkit: config error: unknown option 'nope'")
