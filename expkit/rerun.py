@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from expkit.errors import ExpkitError
+from expkit.redact import REDACTED
 
 PRESETS = ("experiment", "hparams_search")  # their values are in the resolved config already
 
@@ -70,6 +71,8 @@ def overrides_for(
         if key.split(".", 1)[0] in groups:
             continue  # the user picked another option of this group: its own defaults apply
         if any(key == c or key.startswith(f"{c}.") for c in changed):
+            continue
+        if value == REDACTED:  # a secret was never recorded: the config's own value applies
             continue
         args.append(f"++{key}={hydra_value(value)}")
     if "tracking.run_name" not in changed:

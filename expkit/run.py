@@ -162,10 +162,14 @@ def run(
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
+    from expkit.redact import redact_config, redact_file, redact_override, redact_text
     from expkit.sweep import write_run_pointer
     from expkit.tracking import flatten, make_tracker, store_uri
     from expkit.validate import validate
 
+    for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # Hydra's own copies
+        redact_file(run_dir / ".hydra" / record)
+    recorded_overrides = [redact_override(o) for o in overrides]  # what we record, not run
     validate(cfg)
     _absolute_paths(cfg, launch_dir)
     if cfg.tracking.backend == "mlflow":
@@ -213,9 +217,9 @@ def run(
     check_backend(cfg, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)), encoding="utf-8")
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(recorded_overrides), encoding="utf-8")
 
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
@@ -227,8 +231,9 @@ def run(
     status = "FAILED"
     with _sigterm_as_interrupt():
         try:
-            tags = {**run_tags(cfg, overrides, launch_dir, run_dir), **(extra_tags or {})}
-            tracker.start(run_name(cfg, overrides), tags)
+            tags = run_tags(cfg, recorded_overrides, launch_dir, run_dir)
+            tags = {**tags, **(extra_tags or {})}
+            tracker.start(redact_text(run_name(cfg, recorded_overrides)), tags)
             if handle is not None:
                 handle.run_id = tracker.run_id
             write_run_pointer(run_dir, tracker.run_id, cfg.tracking.uri)
@@ -243,7 +248,7 @@ def run(
             raise
         except Exception as exc:
             with suppress(Exception):  # the original error matters more than this tag
-                tracker.set_tags({"expkit.error": f"{type(exc).__name__}: {exc}"})
+                tracker.set_tags({"expkit.error": redact_text(f"{type(exc).__name__}: {exc}")})
             raise
         finally:
             _log_run_log(tracker, run_dir)

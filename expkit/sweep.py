@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from expkit.errors import ExpkitError
+from expkit.redact import redact_file, redact_override, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ def _search_space(config: DictConfig) -> dict[str, str]:
     space: dict[str, str] = {}
     params = config.hydra.sweeper.get("params") or {}
     for key, value in params.items():
-        space[f"search.{key}"] = str(value)
-    for item in config.hydra.overrides.task:
+        space[f"search.{key}"] = str(value)  # search spaces, not values: nothing secret
+    for item in map(redact_override, config.hydra.overrides.task):
         key, _, value = item.partition("=")
         if key.lstrip("+~") == "resume":
             continue
@@ -118,7 +119,7 @@ class SweepCallback(Callback):
             log.info("resuming sweep %s (parent run %s)", sweep_id, self.parent_id)
         else:
             sweep_id = uuid.uuid4().hex[:12]
-            task = " ".join(_plain(list(config.hydra.overrides.task)))
+            task = " ".join(map(redact_override, _plain(list(config.hydra.overrides.task))))
             tags = {
                 "expkit.role": "sweep",
                 "expkit.sweep_id": sweep_id,
@@ -151,6 +152,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self in _ACTIVE:
             _ACTIVE.remove(self)
+        redact_file(Path(config.hydra.runtime.cwd) / str(config.hydra.sweep.dir) / "multirun.yaml")
         if self.parent_id is None or self.uri is None:
             return
         from expkit.summary import finish_sweep
@@ -283,11 +285,11 @@ def _record_failed_job(
         uri = store_uri(cfg.tracking.uri, launch_dir)
         tracker = MLflowTracker(uri, str(cfg.tracking.experiment))
         record = {
-            "expkit.overrides": " ".join(overrides),
+            "expkit.overrides": " ".join(map(redact_override, overrides)),
             "expkit.run_dir": str(run_dir),
-            "expkit.error": error,
+            "expkit.error": redact_text(error),
         }
-        tracker.start(name, {**tags, **record})
+        tracker.start(redact_text(name), {**tags, **record})
         tracker.end("FAILED")
         write_run_pointer(run_dir, tracker.run_id, uri)
     except Exception as exc:  # the job's own error is what matters
