@@ -114,12 +114,16 @@ def _install_error_reporter() -> None:
 
 
 def _subcommand(argv: list[str]) -> None:
-    """`expkit compare ...` and `expkit rerun ...` (rerun goes on into the Hydra app)."""
+    """`expkit compare|replay ...`, and `expkit rerun ...` (which goes on into the Hydra app)."""
     try:
         if argv[0] == "compare":
             from expkit.compare import main as compare
 
             sys.exit(compare(argv[1:]))
+        if argv[0] == "replay":
+            from expkit.replay import main as replay
+
+            sys.exit(replay(argv[1:]))
         from expkit.rerun import prepare
 
         args, source = prepare(argv[1:])
@@ -159,7 +163,7 @@ def main() -> None:
     """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
     import hydra
 
-    if len(sys.argv) > 1 and sys.argv[1] in ("compare", "rerun"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("compare", "rerun", "replay"):
         _subcommand(sys.argv[1:])
     register_configs()
     _install_error_reporter()

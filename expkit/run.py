@@ -224,6 +224,10 @@ def run(
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
     )
+    if hasattr(tracker, "spill_path"):  # what the store will not take is kept for replay
+        from expkit.tracking import UNSENT_FILE
+
+        tracker.spill_path = run_dir / UNSENT_FILE
     if cfg.tracking.tensorboard:
         from expkit.tracking import TensorBoardSink
 

@@ -5,6 +5,7 @@ mlflow is imported lazily, inside MLflowTracker, so `expkit --help` and config e
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from expkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # MLflow's limits (mlflow.utils.validation); copied so importing this module stays mlflow-free.
 MAX_PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
@@ -145,6 +148,11 @@ class RetryingClient:
     def __init__(self, client: Any) -> None:
         self._client = client
 
+    @property
+    def unwrapped(self) -> Any:
+        """The MlflowClient itself, for calls that choose their own retries."""
+        return self._client
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if not callable(attr):
@@ -158,6 +166,14 @@ class RetryingClient:
 
 def mlflow_client(uri: str) -> Any:
     """A retrying MlflowClient for `uri` (imports mlflow)."""
+    if uri.startswith(("http://", "https://")):
+        # MLflow's own HTTP retries take minutes against a server that is gone; expkit retries
+        # itself, so each request gets a short budget (a user's own setting wins)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # one warning of ours names a store that is down, not one line per connection retry
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient
 
     return RetryingClient(MlflowClient(tracking_uri=uri))
@@ -201,15 +217,30 @@ def clean_tags(tags: dict[str, str]) -> dict[str, str]:
     return {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
 
 
+FLUSH_ATTEMPTS = 2  # while training: a short try; what fails waits for the next flush
+UNSENT_FILE = "mlflow_unsent.json"  # in the run dir: what the store did not take, to replay
+
+
 class MLflowTracker:
-    """One MLflow run through MlflowClient (no fluent global state); metrics sent in batches."""
+    """One MLflow run through MlflowClient (no fluent global state); metrics sent in batches.
+
+    The store failing mid-run (SQLite locked, a server gone) never stops training: metrics stay
+    buffered and are retried at the next flush, with one warning. What still cannot be written
+    when the run ends is saved to `spill_path` (set by expkit.run: `<run dir>/mlflow_unsent.json`)
+    for `expkit replay`; without a spill path the final error is raised.
+    """
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
         self.client = mlflow_client(uri)
         self.uri = uri
         self.experiment_id = ensure_experiment(self.client, uri, experiment, artifact_location)
         self.run_id: str | None = None
+        self.spill_path: Path | None = None
         self._buffer: list[Any] = []
+        self._pending_tags: dict[str, str] = {}
+        self._pending_artifacts: list[tuple[str, str | None]] = []
+        self._store_error: str | None = None
+        self._failures = 0
         self._last_flush = time.monotonic()
         self._ended = False
 
@@ -226,48 +257,122 @@ class MLflowTracker:
 
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(_key(k), float(v), now, int(step)) for k, v in metrics.items())
-        if (
-            len(self._buffer) >= MAX_METRICS_PER_BATCH
-            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        ):
-            self.flush()
+        full = len(self._buffer) >= MAX_METRICS_PER_BATCH and not self._failures
+        if full or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            try:
+                self._send(FLUSH_ATTEMPTS)
+                self._failures = 0
+            except Exception as exc:  # training goes on; the buffer is kept
+                self._trouble(exc)
+                # try again later, less often while the store stays down (5 s, 10 s, ... 80 s)
+                self._failures += 1
+                self._last_flush = time.monotonic() + FLUSH_SECONDS * (
+                    2 ** min(self._failures, 4) - 1
+                )
+
+    def _trouble(self, exc: BaseException) -> None:
+        if self._store_error is None:
+            log.warning(
+                "the tracking store %s failed (%s: %s); training goes on, and what could not be "
+                "written is kept to send later", self.uri, type(exc).__name__, exc,
+            )  # fmt: skip
+        self._store_error = f"{type(exc).__name__}: {exc}"
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         clean = {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
         items = [RunTag(k, v) for k, v in clean.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
+        try:
+            for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
+        except Exception as exc:
+            if self.spill_path is None:
+                raise
+            self._trouble(exc)
+            self._pending_tags.update(clean)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """A file, or every file in a directory, under artifact_path."""
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        try:
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
+        except Exception as exc:
+            if self.spill_path is None:
+                raise
+            self._trouble(exc)
+            self._pending_artifacts.append((str(path.resolve()), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def flush(self) -> None:
+    def _send(self, attempts: int) -> None:
         """Send the buffered metrics; a chunk is dropped from the buffer only once sent."""
+        raw = self.client.unwrapped
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            with_retries(lambda c=chunk: raw.log_batch(self.run_id, metrics=c), attempts)
             del self._buffer[: len(chunk)]
         self._last_flush = time.monotonic()
 
+    def flush(self) -> None:
+        """Send everything buffered now, retrying transient errors with backoff."""
+        self._send(RETRY_ATTEMPTS)
+
     def end(self, status: str = "FINISHED") -> None:
-        """Flush, then mark the run with status; a failed flush still ends it. Idempotent."""
+        """Flush, then mark the run with status; never leaves it RUNNING if the store answers.
+
+        Idempotent. What the store would not take goes to `spill_path` (with a replay command);
+        without one, the error is raised after the status is set.
+        """
         if self._ended or self.run_id is None:
             return
         self._ended = True
+        error: BaseException | None = None
         try:
             self.flush()
-        finally:  # never leave the run RUNNING; the flush error (if any) still propagates
+        except Exception as exc:
+            error = exc
+        terminated = True
+        try:
             self.client.set_terminated(self.run_id, status)
+        except Exception as exc:
+            terminated = False
+            error = error or exc
+        unsent = self._buffer or self._pending_tags or self._pending_artifacts or not terminated
+        if not unsent:
+            return
+        if self.spill_path is None:
+            if error is not None:
+                raise error
+            return
+        self._spill(None if terminated else status, error)
+
+    def _spill(self, status: str | None, error: BaseException | None) -> None:
+        import json
+
+        record = {
+            "tracking_uri": self.uri,
+            "run_id": self.run_id,
+            "status": status,
+            "error": f"{type(error).__name__}: {error}" if error else self._store_error,
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in self._buffer],
+            "tags": self._pending_tags,
+            "artifacts": [list(a) for a in self._pending_artifacts],
+        }
+        assert self.spill_path is not None
+        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        self.spill_path.write_text(json.dumps(record), encoding="utf-8")
+        log.warning(
+            "the tracking store %s did not take %d metric values, %d tags, %d artifacts%s; "
+            "saved in %s. Once the store is back: expkit replay %s",
+            self.uri, len(self._buffer), len(self._pending_tags), len(self._pending_artifacts),
+            "" if status is None else f" and the final status {status}",
+            self.spill_path, self.spill_path,
+        )  # fmt: skip
 
 
 class TensorBoardSink:

@@ -159,10 +159,47 @@ def test_end_terminates_even_when_flush_fails(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("store down")
 
-    monkeypatch.setattr(tracker.client, "log_batch", broken)
+    monkeypatch.setattr(tracker.client.unwrapped, "log_batch", broken)
     with pytest.raises(RuntimeError, match="store down"):
-        tracker.end("KILLED")
+        tracker.end("KILLED")  # no spill path: the error is raised, after the status is set
     assert client.get_run(tracker.run_id).info.status == "KILLED"
+
+
+def test_a_store_failing_mid_run_never_stops_training_and_is_replayed(
+    tracker: MLflowTracker, client: MlflowClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from expkit.replay import replay
+
+    tracker.spill_path = tmp_path / "mlflow_unsent.json"
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.flush()  # the store takes step 1
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("connection refused")
+
+    raw = tracker.client.unwrapped
+    for name in ("log_batch", "log_artifact", "set_terminated"):
+        monkeypatch.setattr(raw, name, down)
+    for step in range(2, 6):
+        tracker._last_flush -= 10  # every call is due to flush, and every flush fails
+        tracker.log_metrics({"loss": 1.0 / step}, step=step)  # no exception reaches training
+    artifact = tmp_path / "metrics.json"
+    artifact.write_text("{}")
+    tracker.log_artifact(artifact)
+    tracker.set_tags({"expkit.note": "late"})
+    tracker.end("FINISHED")  # nothing raised: saved for replay instead
+    assert "the tracking store" in caplog.text and "expkit replay" in caplog.text
+    assert client.get_run(tracker.run_id).info.status == "RUNNING"
+    monkeypatch.undo()  # the store is back
+
+    print(replay(tracker.spill_path))
+    run = client.get_run(tracker.run_id)
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1, 2, 3, 4, 5]
+    assert run.info.status == "FINISHED" and run.data.tags["expkit.note"] == "late"
+    assert "metrics.json" in {a.path for a in client.list_artifacts(tracker.run_id)}
+    assert not tracker.spill_path.exists()
+    assert (tmp_path / "mlflow_unsent.replayed.json").exists()
 
 
 def test_artifacts_beside_db_and_no_mlruns_in_cwd(
