@@ -163,8 +163,7 @@ def run(
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
-    from expkit.sweep import write_run_pointer
-    from expkit.tracking import flatten, make_tracker, store_uri
+    from expkit.tracking import flatten, make_tracker, store_uri, write_run_pointer
     from expkit.validate import validate
 
     for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # Hydra's own copies

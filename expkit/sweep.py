@@ -36,12 +36,16 @@ PARENT_ENV = "EXPKIT_PARENT_RUN_ID"
 SWEEP_ENV = "EXPKIT_SWEEP_ID"
 SWEPT_ENV = "EXPKIT_SWEPT_KEYS"  # a JSON list: the keys that name each child run
 SWEEP_FILE = "expkit_sweep.json"  # in the sweep dir: the parent run and its store
-RUN_POINTER = "mlflow_run.json"  # in every run dir: its MLflow run
+
+
+def override_key(item: str) -> str:
+    """`+a.b=1` -> `a.b`."""
+    return item.partition("=")[0].lstrip("+~")
 
 
 def _plain(overrides: list[str]) -> list[str]:
     """The overrides that define a job (not `resume=`, which only says how to launch it)."""
-    return [o for o in overrides if o.partition("=")[0].lstrip("+~") != "resume"]
+    return [o for o in overrides if override_key(o) != "resume"]
 
 
 def job_key(overrides: list[str]) -> str:
@@ -81,11 +85,8 @@ def _search_space(config: DictConfig) -> dict[str, str]:
     params = config.hydra.sweeper.get("params") or {}
     for key, value in params.items():
         space[f"search.{key}"] = str(value)  # search spaces, not values: nothing secret
-    for item in map(redact_override, config.hydra.overrides.task):
-        key, _, value = item.partition("=")
-        if key.lstrip("+~") == "resume":
-            continue
-        space[f"overrides.{key.lstrip('+~')}"] = value
+    for item in map(redact_override, _plain(list(config.hydra.overrides.task))):
+        space[f"overrides.{override_key(item)}"] = item.partition("=")[2]
     return space
 
 
@@ -214,15 +215,6 @@ def _finished_child(client: Any, parent_id: str, key: str) -> Any:
     return runs[0] if runs else None
 
 
-def write_run_pointer(run_dir: Path, run_id: str | None, uri: str | None, **extra: Any) -> None:
-    """`<run dir>/mlflow_run.json`: which MLflow run this directory belongs to."""
-    if run_id is None:
-        return
-    data = {"run_id": run_id, "tracking_uri": uri, **extra}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_POINTER).write_text(json.dumps(data, indent=2), encoding="utf-8")
-
-
 def run_job(
     cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str], job_num: int
 ) -> float:
@@ -234,7 +226,7 @@ def run_job(
     key = job_key(overrides)
     own = _plain(overrides)
     if parent_id and cfg.get("resume") == "auto" and cfg.tracking.backend == "mlflow":
-        from expkit.tracking import mlflow_client, store_uri
+        from expkit.tracking import mlflow_client, store_uri, write_run_pointer
 
         uri = store_uri(cfg.tracking.uri, launch_dir)
         done = _finished_child(mlflow_client(uri), parent_id, key)
@@ -248,7 +240,7 @@ def run_job(
         tags["mlflow.parentRunId"] = parent_id
         tags["expkit.sweep_id"] = os.environ.get(SWEEP_ENV, "")
     swept = set(json.loads(os.environ.get(SWEPT_ENV, "[]")))
-    named = [o for o in own if o.partition("=")[0].lstrip("+~") in swept] or own
+    named = [o for o in own if override_key(o) in swept] or own
     if not cfg.tracking.run_name:  # the child's name: its values of the swept keys
         cfg.tracking.run_name = run_name(cfg, named)
     handle = RunHandle()
@@ -279,7 +271,7 @@ def _record_failed_job(
 ) -> None:
     """A job that failed before its run could open (a bad value in its overrides) still gets a
     child run, FAILED, with its overrides and error, so the sweep shows every job it launched."""
-    from expkit.tracking import MLflowTracker, store_uri
+    from expkit.tracking import MLflowTracker, store_uri, write_run_pointer
 
     try:
         uri = store_uri(cfg.tracking.uri, launch_dir)

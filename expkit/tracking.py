@@ -281,7 +281,7 @@ class MLflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        clean = {_key(k): _clip(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+        clean = clean_tags(tags)
         items = [RunTag(k, v) for k, v in clean.items()]
         try:
             for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
@@ -422,6 +422,20 @@ class TensorBoardSink:
             self.writer.close()
         finally:
             self.inner.end(status)
+
+
+RUN_POINTER = "mlflow_run.json"  # in every run dir: its MLflow run
+
+
+def write_run_pointer(run_dir: Path, run_id: str | None, uri: str | None, **extra: Any) -> None:
+    """`<run dir>/mlflow_run.json`: which MLflow run this directory belongs to."""
+    import json
+
+    if run_id is None:
+        return
+    data = {"run_id": run_id, "tracking_uri": uri, **extra}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_POINTER).write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 def store_uri(uri: str | None, launch_dir: str | Path) -> str:

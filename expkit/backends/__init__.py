@@ -10,12 +10,15 @@ one line here, one YAML file in conf/trainer/.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 # name -> "module:function", imported only when chosen (the hf backend pulls in accelerate)
 BACKENDS: dict[str, str] = {
@@ -54,3 +57,13 @@ def check_backend(cfg: DictConfig, device: Any) -> None:
     check = getattr(module, "check", None)
     if check is not None:
         check(cfg, device)
+
+
+def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: float) -> None:
+    """A logging step as a log line, where no progress bar shows (a log file, CI)."""
+    rate = step / train_seconds if train_seconds > 0 else 0.0
+    log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s", step, total, loss, lr, rate)
+
+
+def log_evaluation(step: int, metrics: dict[str, float]) -> None:
+    log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -11,7 +11,6 @@ collator, optimizer, scheduler, metrics) and expkit's training order (`EpochSamp
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -20,12 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.backends import TrainJob
+from expkit.backends import TrainJob, log_evaluation, log_progress
 from expkit.batching import EpochSampler
 from expkit.errors import ConfigError, TrainingDiverged
 from expkit.loss import forward_loss
-
-log = logging.getLogger(__name__)
 
 # TrainingArguments that expkit sets from the run config: where to set each one instead
 DERIVED: dict[str, str] = {
@@ -96,9 +93,11 @@ def _type_error(key: str, value: Any, hint: Any) -> str | None:
 
     TrainingArguments does not check types itself: `logging_first_step=tru` would pass as true.
     """
+    import types
     import typing
 
-    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _union()) else ()
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else ()
     members = members or (hint,)
     if not all(m in _SCALARS for m in members):
         return None  # dicts, lists, enums given as strings: TrainingArguments parses them
@@ -114,12 +113,6 @@ def _type_error(key: str, value: Any, hint: Any) -> str | None:
         return None
     wanted = " or ".join("null" if m is type(None) else m.__name__ for m in members)
     return f"trainer.hf_args.{key}={value!r} must be {wanted} (a TrainingArguments field)"
-
-
-def _union() -> Any:
-    import types
-
-    return types.UnionType
 
 
 def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: bool) -> Any:
@@ -288,11 +281,8 @@ def _callback_class() -> type:
             self.job.tracker.log_metrics(metrics, step=state.global_step)
             if args.disable_tqdm:  # as the manual loop: progress as log lines
                 elapsed = time.perf_counter() - self.start - self.eval_seconds
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e %.2f steps/s",
-                    state.global_step, state.max_steps, metrics["loss"],
-                    metrics.get("learning_rate", 0.0), state.global_step / elapsed,
-                )  # fmt: skip
+                lr = metrics.get("learning_rate", 0.0)
+                log_progress(state.global_step, state.max_steps, metrics["loss"], lr, elapsed)
             self.mark = time.perf_counter()
 
         def on_evaluate(
@@ -308,10 +298,7 @@ def _callback_class() -> type:
             self.job.tracker.log_metrics(kept, step=state.global_step)
             self.final.update(kept)
             if self.training:
-                log.info(
-                    "step %d: %s",
-                    state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in kept.items()),
-                )  # fmt: skip
+                log_evaluation(state.global_step, kept)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             runtime = time.perf_counter() - self.start - self.eval_seconds

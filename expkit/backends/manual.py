@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any
 
-from expkit.backends import TrainJob
+from expkit.backends import TrainJob, log_evaluation, log_progress
 from expkit.batching import step_windows, steps_per_epoch, train_loader
 from expkit.errors import TrainingDiverged
 from expkit.loss import forward_loss
-
-log = logging.getLogger(__name__)
 
 
 def is_eval_step(step: int, eval_every: int, steps_per_epoch: int) -> bool:
@@ -124,10 +121,7 @@ def train(job: TrainJob) -> dict[str, float]:
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             if bar.disable:  # no terminal (a log file, CI): progress as log lines instead
                 elapsed = time.perf_counter() - start - eval_seconds
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e %.2f steps/s",
-                    step, job.total_steps, loss_value, lr, step / elapsed,
-                )  # fmt: skip
+                log_progress(step, job.total_steps, loss_value, lr, elapsed)
             window_loss, window_steps = 0.0, 0
         if has_dev and (is_eval_step(step, t.eval_every, per_epoch) or step == job.total_steps):
             eval_start = time.perf_counter()
@@ -135,7 +129,7 @@ def train(job: TrainJob) -> dict[str, float]:
             eval_seconds += time.perf_counter() - eval_start
             job.tracker.log_metrics(metrics, step=step)
             final.update(metrics)
-            log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            log_evaluation(step, metrics)
     runtime = time.perf_counter() - start - eval_seconds  # the training loop only
     bar.close()
     final["train_runtime"] = runtime
