@@ -24,9 +24,14 @@ class EpochSampler:
         self.num_samples = num_samples
         self.seed = seed
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip_next(self, count: int) -> None:
+        """The next pass starts `count` samples in (a resumed epoch): nothing is loaded for them."""
+        self._skip = count
 
     def __len__(self) -> int:
         return self.num_samples
@@ -36,7 +41,8 @@ class EpochSampler:
 
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
-        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+        skip, self._skip = self._skip, 0
+        yield from torch.randperm(self.num_samples, generator=generator)[skip:].tolist()
 
 
 def train_loader(
@@ -59,9 +65,17 @@ def steps_per_epoch(num_examples: int, batch_size: int, accum: int) -> int:
     return max(1, math.ceil(math.ceil(num_examples / batch_size) / accum))
 
 
-def step_windows(loader: Any, accum: int, start_epoch: int = 0) -> Iterator[tuple[int, list]]:
-    """(epoch, micro-batches of one optimizer step), epoch after epoch, reshuffled each time."""
+def step_windows(
+    loader: Any, accum: int, start_epoch: int = 0, skip_steps: int = 0
+) -> Iterator[tuple[int, list]]:
+    """(epoch, micro-batches of one optimizer step), epoch after epoch, reshuffled each time.
+
+    A resumed run starts in `start_epoch` after its first `skip_steps` steps: their samples are
+    skipped in the sampler's index order, so resuming late costs no more than resuming early.
+    """
     epoch = start_epoch
+    if skip_steps:
+        loader.sampler.skip_next(skip_steps * accum * loader.batch_size)
     while True:
         loader.sampler.set_epoch(epoch)
         window: list = []

@@ -159,12 +159,24 @@ def _help(overrides: list[str]) -> None:
     )  # fmt: skip
 
 
+def expand_shorthands(args: list[str]) -> list[str]:
+    """`resume=auto|PATH|null` is short for `resume.checkpoint=...`.
+
+    `resume` is a section (`resume.checkpoint`, `resume.allow_changes`), and Hydra cannot set a
+    section to a string, so the short form is rewritten before Hydra parses the command.
+    """
+    return [
+        "resume.checkpoint=" + a.partition("=")[2] if a.startswith("resume=") else a for a in args
+    ]
+
+
 def main() -> None:
     """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
     import hydra
 
     if len(sys.argv) > 1 and sys.argv[1] in ("compare", "rerun", "replay"):
         _subcommand(sys.argv[1:])
+    sys.argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
     register_configs()
     _install_error_reporter()
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:

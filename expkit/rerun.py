@@ -66,7 +66,7 @@ def overrides_for(
     groups = {g for g in changed if g in choices or g in PRESETS}
     args = [f"{g}={o}" for g, o in choices.items() if g not in groups and g not in PRESETS]
     for key, value in _leaves(resolved):
-        if key.split(".", 1)[0] in PRESETS:
+        if key.split(".", 1)[0] in (*PRESETS, "resume"):  # a rerun starts fresh
             continue
         if key.split(".", 1)[0] in groups:
             continue  # the user picked another option of this group: its own defaults apply

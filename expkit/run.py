@@ -80,7 +80,7 @@ def run_tags(
         tags["expkit.choices"] = json.dumps(choices)
     if os.environ.get(RERUN_ENV):
         tags["expkit.rerun_of"] = os.environ[RERUN_ENV]
-    return tags
+    return {**tags, **_process_tags()}
 
 
 RERUN_ENV = "EXPKIT_RERUN_OF"  # set by `expkit rerun`: the run this one reproduces
@@ -145,6 +145,26 @@ def _summary_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _resume_tags(resume: Any, changes: dict[str, tuple[Any, Any]]) -> dict[str, str]:
+    tags = {
+        "expkit.resumed_from": str(resume.path),
+        "expkit.resumed_at_step": str(resume.step),
+        **_process_tags(),
+    }
+    if changes:
+        tags["expkit.resume_changes"] = "; ".join(
+            f"{k}: {a} -> {b}" for k, (a, b) in changes.items()
+        )
+    return tags
+
+
+def _process_tags() -> dict[str, str]:
+    """Which process writes the run: a later run of the same dir can tell if it is gone."""
+    import socket
+
+    return {"expkit.pid": str(os.getpid()), "expkit.host": socket.gethostname()}
+
+
 @dataclass
 class RunHandle:
     """Filled in by `run` once its tracking run is open (a sweep job asks whether it was)."""
@@ -174,6 +194,13 @@ def run(
     if cfg.tracking.backend == "mlflow":
         # absolute, and recorded in the params: one store whatever the cwd
         cfg.tracking.uri = store_uri(cfg.tracking.uri, launch_dir)
+    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
+    from expkit.resume import check_changes, find_checkpoint
+
+    resume = find_checkpoint(cfg, run_dir)
+    changes = (
+        check_changes(resume, flatten(resolved), list(cfg.resume.allow_changes)) if resume else {}
+    )
     raw = load_raw(cfg.data)
     for note in raw.notes:
         log.info(note)
@@ -216,7 +243,6 @@ def run(
     check_backend(cfg, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(recorded_overrides), encoding="utf-8")
 
@@ -236,14 +262,26 @@ def run(
         try:
             tags = run_tags(cfg, recorded_overrides, launch_dir, run_dir)
             tags = {**tags, **(extra_tags or {})}
-            tracker.start(redact_text(run_name(cfg, recorded_overrides)), tags)
+            if resume is None:
+                tracker.start(redact_text(run_name(cfg, recorded_overrides)), tags)
+            else:  # the same run goes on (its params stay: MLflow keeps them immutable)
+                tracker.resume(
+                    resume.state.get("run_id"), _resume_tags(resume, changes), resume.step
+                )
+                log.info("resuming from %s (step %d)", resume.path, resume.step)
             if handle is not None:
                 handle.run_id = tracker.run_id
             write_run_pointer(run_dir, tracker.run_id, cfg.tracking.uri)
-            tracker.log_params(flatten(resolved))
+            if hasattr(tracker, "close_orphans"):
+                tracker.close_orphans(str(run_dir))
+            if resume is None:
+                tracker.log_params(flatten(resolved))
             tracker.log_artifact(run_dir / "config.yaml")
             tracker.log_artifact(run_dir / "overrides.yaml")
-            metrics = _train(cfg, raw, total_steps, device, tracker, run_dir, launch_dir)
+            meta = {"run_id": tracker.run_id, "config": flatten(resolved)}
+            metrics = _train(
+                cfg, raw, total_steps, device, tracker, run_dir, launch_dir, resume, meta
+            )
             status = "FINISHED"
             return metrics
         except KeyboardInterrupt:
@@ -266,6 +304,8 @@ def _train(
     tracker: Any,
     run_dir: Path,
     launch_dir: Path,
+    resume: Any = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     from transformers import set_seed
 
@@ -276,6 +316,7 @@ def _train(
     from expkit.metrics import classification_metrics
     from expkit.model import build_model, build_tokenizer, save_model
     from expkit.optim import build_optimizer, build_scheduler
+    from expkit.stopping import GracefulStop
 
     set_seed(int(cfg.seed))
     tokenizer = build_tokenizer(cfg.model)
@@ -295,7 +336,8 @@ def _train(
         "effective_batch_size": t.batch_size * t.grad_accum_steps,
         **counts,
     }
-    tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
+    if resume is None:  # a resumed run has them (a changed value is in expkit.resume_changes)
+        tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
     log.info(
         "%s%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
         "accumulation %d); %d of %d parameters trainable",
@@ -322,6 +364,9 @@ def _train(
         tracker=tracker,
         run_dir=run_dir,
         device=device,
+        resume=resume,
+        checkpoint_meta=checkpoint_meta or {},
+        stop=GracefulStop(),
     )
     # the same RNG state at the first step whatever the backend (the Trainer seeds itself so too)
     set_seed(int(cfg.seed))
@@ -336,6 +381,19 @@ def _train(
     print(_summary_table(metrics))
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics
+
+
+def _say_how_to_resume(run_dir: Path, overrides: list[str]) -> None:
+    from expkit.checkpoint import latest
+    from expkit.resume import resume_command
+
+    with suppress(Exception):  # never hide the interruption itself
+        found = latest(run_dir)
+        if found is not None:
+            sys.stderr.write(
+                f"expkit: checkpoint at step {found.step} in {found.path}; continue with:\n"
+                f"  {resume_command(overrides, run_dir)}\n"
+            )
 
 
 def run_from_hydra(cfg: DictConfig) -> float | None:
@@ -353,12 +411,10 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
 
         return run_job(cfg, run_dir, launch_dir, overrides, int(hc.job.num))
     try:
-        if cfg.resume is not None:
-            raise ConfigError(
-                f"resume={cfg.resume} applies to sweeps (expkit -m ... resume=auto) for now; "
-                "a single run starts fresh (checkpoint resume is not implemented yet)"
-            )
         metrics = run(cfg, run_dir=run_dir, launch_dir=launch_dir, overrides=overrides)
+    except KeyboardInterrupt:
+        _say_how_to_resume(run_dir, overrides)
+        raise
     except ExpkitError as exc:
         # one line, before Hydra adds its own "Error executing job" banner around it
         sys.stderr.write(f"expkit: error: {exc}\n")

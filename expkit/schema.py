@@ -102,6 +102,9 @@ class TrainerConfig:
     num_workers: int = 0
     progress: bool = True
     save_model: bool = True
+    save_every: int = 0  # checkpoint every N optimizer steps (0: only on SIGTERM / Ctrl-C)
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
+    on_nan: str = "stop"  # a NaN / inf loss: stop (run FAILED) | skip (drop that step's update)
     # extra TrainingArguments for trainer=hf (e.g. {dataloader_pin_memory: false}); checked
     # against TrainingArguments before training; empty for the manual loop
     hf_args: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +129,17 @@ class ObjectiveConfig:
 
 
 @dataclass
+class ResumeConfig:
+    """`resume=auto|PATH` on the command line is short for `resume.checkpoint=auto|PATH`."""
+
+    # auto: the newest complete checkpoint in the run dir (none: start fresh); or a checkpoint dir.
+    # In a sweep, auto also skips the jobs whose runs FINISHED under the same parent.
+    checkpoint: str | None = None
+    # config keys that may differ from the checkpoint's (e.g. [trainer.max_steps])
+    allow_changes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     model: Any = MISSING
     data: Any = MISSING
@@ -139,8 +153,7 @@ class RunConfig:
     hparams_search: Any = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
-    # auto: in a sweep, skip the jobs whose runs FINISHED under the same parent and rerun the rest
-    resume: str | None = None
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

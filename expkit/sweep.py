@@ -44,8 +44,8 @@ def override_key(item: str) -> str:
 
 
 def _plain(overrides: list[str]) -> list[str]:
-    """The overrides that define a job (not `resume=`, which only says how to launch it)."""
-    return [o for o in overrides if override_key(o) != "resume"]
+    """The overrides that define a job (not `resume.*`, which only says how to launch it)."""
+    return [o for o in overrides if override_key(o).partition(".")[0] != "resume"]
 
 
 def job_key(overrides: list[str]) -> str:
@@ -111,7 +111,7 @@ class SweepCallback(Callback):
         key = sweep_key(config)
         sweep_dir = Path(config.hydra.runtime.cwd) / str(config.hydra.sweep.dir)
         parent = None
-        if config.get("resume") == "auto":
+        if config.resume.checkpoint == "auto":
             parent = _previous_parent(client, experiment_id, key)
         if parent is not None:
             self.parent_id = parent.info.run_id
@@ -225,7 +225,7 @@ def run_job(
     parent_id = os.environ.get(PARENT_ENV)
     key = job_key(overrides)
     own = _plain(overrides)
-    if parent_id and cfg.get("resume") == "auto" and cfg.tracking.backend == "mlflow":
+    if parent_id and cfg.resume.checkpoint == "auto" and cfg.tracking.backend == "mlflow":
         from expkit.tracking import mlflow_client, store_uri, write_run_pointer
 
         uri = store_uri(cfg.tracking.uri, launch_dir)

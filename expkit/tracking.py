@@ -35,12 +35,14 @@ class Tracker(Protocol):
     run_id: str | None
 
     def start(self, run_name: str | None, tags: dict[str, str]) -> None: ...
+    def resume(self, run_id: str | None, tags: dict[str, str], step: int) -> None: ...
     def log_params(self, params: dict[str, object]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def flush(self) -> None: ...
+    def try_flush(self) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
 
@@ -92,6 +94,9 @@ class NullTracker:
     def start(self, run_name: str | None, tags: dict[str, str]) -> None:
         pass
 
+    def resume(self, run_id: str | None, tags: dict[str, str], step: int) -> None:
+        pass
+
     def log_params(self, params: dict[str, object]) -> None:
         pass
 
@@ -108,6 +113,9 @@ class NullTracker:
         pass
 
     def flush(self) -> None:
+        pass
+
+    def try_flush(self) -> None:
         pass
 
     def end(self, status: str = "FINISHED") -> None:
@@ -243,32 +251,105 @@ class MLflowTracker:
         self._failures = 0
         self._last_flush = time.monotonic()
         self._ended = False
+        self._logged_upto: dict[str, int] = {}  # resumed run: the last step of each metric
 
     def start(self, run_name: str | None, tags: dict[str, str]) -> None:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=clean_tags(tags))
         self.run_id = run.info.run_id
 
+    def resume(self, run_id: str | None, tags: dict[str, str], step: int) -> None:
+        """Continue `run_id` (RUNNING again), from a checkpoint at `step`.
+
+        A run killed after its checkpoint has values past `step` in the store already; the
+        resumed training logs the same values again, so those are not sent twice.
+        """
+        from mlflow.exceptions import MlflowException
+
+        if run_id is None:
+            raise ConfigError(
+                "the checkpoint was saved with tracking=none: resume it with tracking=none"
+            )
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(
+                f"the checkpoint's MLflow run {run_id} is not in the store {self.uri} "
+                "(resume with the tracking.uri the run was started with)"
+            ) from None
+        if run.info.experiment_id != self.experiment_id:
+            self.experiment_id = run.info.experiment_id
+        for key in run.data.metrics:
+            history = self.client.get_metric_history(run_id, key)
+            self._logged_upto[key] = max(m.step for m in history)
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(tags)
+
     def log_params(self, params: dict[str, object]) -> None:
         log_params(self.client, self.run_id, params)
+
+    def close_orphans(self, run_dir: str) -> None:
+        """Other runs of `run_dir` still RUNNING whose process (on this host) is gone: a SIGKILL
+        or a lost machine left them so. Each is named in a warning and marked KILLED."""
+        import socket
+
+        from expkit.procs import process_alive
+
+        host = socket.gethostname()
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"attributes.status = 'RUNNING' and tags.`expkit.run_dir` = "
+                f"'{run_dir.replace(chr(39), chr(39) * 2)}'",
+            )
+        except Exception as exc:  # a check, never a reason to stop
+            log.debug("could not look for orphaned runs: %s", exc)
+            return
+        for run in runs:
+            if run.info.run_id == self.run_id:
+                continue
+            tags = run.data.tags
+            pid, where = tags.get("expkit.pid"), tags.get("expkit.host")
+            if where != host or not pid or process_alive(int(pid)):
+                if where != host:
+                    log.warning(
+                        "run %s of this run dir is RUNNING in the store, started on host %s "
+                        "(its process cannot be checked from here)", run.info.run_id, where,
+                    )  # fmt: skip
+                continue
+            log.warning(
+                "run %s (%s) of this run dir was left RUNNING by process %s, which is gone "
+                "(killed?); marked KILLED. Its checkpoints, if any, resume with resume=auto",
+                run.info.run_id, run.info.run_name, pid,
+            )  # fmt: skip
+            self.client.set_tag(run.info.run_id, "expkit.error", f"process {pid} was gone")
+            self.client.set_terminated(run.info.run_id, "KILLED")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Buffer the values (nan/inf included: MLflow stores them); send when due."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(_key(k), float(v), now, int(step)) for k, v in metrics.items())
+        done = self._logged_upto
+        self._buffer.extend(
+            Metric(key, float(v), now, int(step))
+            for k, v in metrics.items()
+            if int(step) > done.get(key := _key(k), -1)
+        )
         full = len(self._buffer) >= MAX_METRICS_PER_BATCH and not self._failures
         if full or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            try:
-                self._send(FLUSH_ATTEMPTS)
-                self._failures = 0
-            except Exception as exc:  # training goes on; the buffer is kept
-                self._trouble(exc)
-                # try again later, less often while the store stays down (5 s, 10 s, ... 80 s)
-                self._failures += 1
-                self._last_flush = time.monotonic() + FLUSH_SECONDS * (
-                    2 ** min(self._failures, 4) - 1
-                )
+            self.try_flush()
+
+    def try_flush(self) -> None:
+        """Send what is buffered now if the store takes it; if not, keep it and go on."""
+        try:
+            self._send(FLUSH_ATTEMPTS)
+            self._failures = 0
+        except Exception as exc:  # training goes on; the buffer is kept
+            self._trouble(exc)
+            # try again later, less often while the store stays down (5 s, 10 s, ... 80 s)
+            self._failures += 1
+            self._last_flush = time.monotonic() + FLUSH_SECONDS * (2 ** min(self._failures, 4) - 1)
 
     def _trouble(self, exc: BaseException) -> None:
         if self._store_error is None:
@@ -396,6 +477,14 @@ class TensorBoardSink:
     def start(self, run_name: str | None, tags: dict[str, str]) -> None:
         self.inner.start(run_name, tags)
 
+    def resume(self, run_id: str | None, tags: dict[str, str], step: int) -> None:
+        """Events past `step` (written before a kill) are purged: each step shows once."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.inner.resume(run_id, tags, step)
+        self.writer.close()
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=step + 1)
+
     def log_params(self, params: dict[str, object]) -> None:
         self.inner.log_params(params)
 
@@ -416,6 +505,10 @@ class TensorBoardSink:
     def flush(self) -> None:
         self.writer.flush()
         self.inner.flush()
+
+    def try_flush(self) -> None:
+        self.writer.flush()
+        self.inner.try_flush()
 
     def end(self, status: str = "FINISHED") -> None:
         try:

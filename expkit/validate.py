@@ -7,6 +7,7 @@ Nothing heavy is imported here: the model's limits come from its config.json.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -140,6 +141,12 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
         )
     if t.num_workers < 0:
         errors.append(f"trainer.num_workers={t.num_workers} must be >= 0")
+    if t.save_every < 0:
+        errors.append(f"trainer.save_every={t.save_every} must be >= 0 (0: only on SIGTERM/Ctrl-C)")
+    if t.keep_checkpoints < 0:
+        errors.append(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0 (0: keep all)")
+    if t.on_nan not in ON_NAN:
+        errors.append(f"trainer.on_nan={t.on_nan!r} is not valid (valid: {', '.join(ON_NAN)})")
     if t.hf_args and t.backend != "hf":
         errors.append(
             f"trainer.hf_args ({', '.join(t.hf_args)}) only applies to trainer=hf, "
@@ -192,6 +199,7 @@ def _check_names(cfg: DictConfig, errors: list[str]) -> None:
 
 
 DIRECTIONS = ("maximize", "minimize")
+ON_NAN = ("stop", "skip")
 _METRIC = re.compile(r"^(eval|test|train)_\w+$")
 
 
@@ -205,9 +213,36 @@ def _objective_errors(cfg: DictConfig) -> list[str]:
         )
     if o.direction not in DIRECTIONS:
         errors.append(f"objective.direction={o.direction!r} is not valid (maximize, minimize)")
-    if cfg.resume not in (None, "auto"):
-        errors.append(f"resume={cfg.resume!r} is not valid (valid: auto, or null)")
+    errors += _resume_errors(cfg)
     return errors
+
+
+def _resume_errors(cfg: DictConfig) -> list[str]:
+    """`resume.checkpoint` is auto, null or an existing directory; allowed changes are keys."""
+    errors = []
+    r = cfg.resume
+    where = r.checkpoint
+    if where not in (None, "auto") and not Path(str(where)).expanduser().is_dir():
+        errors.append(
+            f"resume={where!r} is not valid (valid: auto, null, or a checkpoint directory such as "
+            "<run dir>/checkpoints/step_200)"
+        )
+    known = set(_flat_keys(OmegaConf.to_container(cfg, resolve=False)))
+    for key in r.allow_changes:
+        if key not in known and not any(k.startswith(f"{key}.") for k in known):
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            errors.append(f"resume.allow_changes: {key!r} is not a config key{hint}")
+    return errors
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix[:-1]]
+    keys = []
+    for key, value in node.items():
+        keys += _flat_keys(value, f"{prefix}{key}.") if value else [f"{prefix}{key}"]
+    return keys
 
 
 def validate_objective(cfg: DictConfig) -> None:

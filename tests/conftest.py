@@ -54,6 +54,12 @@ class Recorder:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.metrics += [(step, k, v) for k, v in metrics.items()]
 
+    def try_flush(self) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
     def series(self, name: str) -> list[tuple[int, float]]:
         return [(s, v) for s, k, v in self.metrics if k == name]
 

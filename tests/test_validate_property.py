@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from expkit.cli import _one_line
+from expkit.cli import _one_line, expand_shorthands
 from expkit.errors import ExpkitError
 from expkit.validate import validate
 from tests.conftest import compose_config
@@ -21,7 +21,9 @@ KEYS = [
     "optimizer.lr", "optimizer.weight_decay", "optimizer.head_lr", "scheduler.warmup_steps",
     "scheduler.warmup_ratio", "data.max_length", "data.max_train_samples", "loss.label_smoothing",
     "loss.class_weights", "freeze.num_layers", "seed", "objective.metric",
-    "objective.direction", "resume", "trainer.bogus", "model.dropout",
+    "objective.direction", "resume", "resume.checkpoint", "resume.allow_changes",
+    "trainer.save_every", "trainer.keep_checkpoints", "trainer.on_nan", "trainer.bogus",
+    "model.dropout",
 ]  # fmt: skip
 GROUPS = {
     "optimizer": ["adamw", "sgd", "adam"], "scheduler": ["linear", "cosine", "nope"],
@@ -46,7 +48,7 @@ OVERRIDE = st.one_of(
 @given(st.lists(OVERRIDE, max_size=4, unique_by=lambda o: o.partition("=")[0]))
 def test_overrides_compose_and_validate_or_fail_in_one_line(overrides):
     try:
-        cfg = compose_config(["model=tiny", "tracking=none", *overrides])
+        cfg = compose_config(["model=tiny", "tracking=none", *expand_shorthands(overrides)])
     except (HydraException, OmegaConfBaseException) as exc:
         message = _one_line(exc)
         assert message and "\n" not in message, message
@@ -58,8 +60,12 @@ def test_overrides_compose_and_validate_or_fail_in_one_line(overrides):
         assert str(exc) and "\n" not in str(exc), str(exc)
 
 
-@pytest.mark.parametrize("override", ["trainer.batch_size=0", "optimizer.lr=-1", "resume=later"])
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.batch_size=0", "optimizer.lr=-1", "resume=later", "trainer.on_nan=ignore",
+     "resume.allow_changes=[optimizer.lrr]", "trainer.save_every=-5"],
+)  # fmt: skip
 def test_examples_of_one_line_failures(override):
     with pytest.raises(ExpkitError) as err:
-        validate(compose_config(["model=tiny", "tracking=none", override]))
+        validate(compose_config(["model=tiny", "tracking=none", *expand_shorthands([override])]))
     assert "\n" not in str(err.value)

@@ -9,14 +9,17 @@ one line here, one YAML file in conf/trainer/.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from expkit.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ class TrainJob:
     tracker: Any
     run_dir: Path
     device: Any  # torch.device, resolved and checked against trainer.precision by expkit.run
+    resume: Any = None  # expkit.checkpoint.Checkpoint to continue from, or None
+    # written into every checkpoint: the MLflow run id, the store, the resolved config
+    checkpoint_meta: dict[str, Any] = field(default_factory=dict)
+    stop: Any = None  # expkit.stopping.GracefulStop, entered around the training loop
 
 
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
@@ -57,6 +64,84 @@ def check_backend(cfg: DictConfig, device: Any) -> None:
     check = getattr(module, "check", None)
     if check is not None:
         check(cfg, device)
+
+
+@dataclass
+class Progress:
+    """What a backend counts while training, saved in checkpoints so a resumed run goes on
+    counting (the loss window between logging steps, samples, time, skipped steps, metrics)."""
+
+    window_loss: float = 0.0
+    window_steps: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0  # wall time in the training loop so far, evaluations included
+    eval_seconds: float = 0.0
+    skipped_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def nan_policy(job: TrainJob, step: int, loss: float, lr: float, progress: Progress) -> bool:
+    """A NaN / inf loss at `step`: raise TrainingDiverged (on_nan=stop), or count it, log it and
+    return True so the backend drops the step's update (on_nan=skip)."""
+    if job.cfg.trainer.on_nan != "skip":
+        raise TrainingDiverged(step, loss, lr)
+    progress.skipped_steps += 1
+    log.warning(
+        "step %d: the loss is %s; its update is skipped (%d skipped so far)",
+        step, loss, progress.skipped_steps,
+    )  # fmt: skip
+    job.tracker.log_metrics({"skipped_steps": progress.skipped_steps}, step=step)
+    return True
+
+
+def save_every_due(job: TrainJob, step: int) -> bool:
+    """A periodic checkpoint is due after `step` (none after the last: the run is done)."""
+    every = int(job.cfg.trainer.save_every)
+    return every > 0 and step % every == 0 and step < job.total_steps
+
+
+def save_checkpoint(
+    job: TrainJob,
+    step: int,
+    scaler: Any,
+    progress: dict[str, Any],
+    trainer_state: str | None = None,
+) -> None:
+    """Checkpoint the job at `step`; a write that fails (disk full) is reported, training goes on.
+
+    The tracker is flushed first, so the store holds every value up to the checkpoint.
+    """
+    from expkit.batching import steps_per_epoch
+    from expkit.checkpoint import CheckpointNotSaved, save
+
+    job.tracker.try_flush()
+    t = job.cfg.trainer
+    epoch, in_epoch = divmod(
+        step, steps_per_epoch(len(job.datasets["train"]), t.batch_size, t.grad_accum_steps)
+    )
+    state = {
+        **job.checkpoint_meta,
+        "backend": str(t.backend),
+        # the data position: the sampler's order is fixed by (seed, epoch)
+        "epoch": epoch,
+        "batches_in_epoch": in_epoch * int(t.grad_accum_steps),
+        "sampler_seed": int(job.cfg.seed),
+        "progress": progress,
+    }
+    try:
+        path = save(
+            job.run_dir, step, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
+            scaler=scaler, state=state, keep=int(job.cfg.trainer.keep_checkpoints),
+            trainer_state=trainer_state,
+        )  # fmt: skip
+    except CheckpointNotSaved as exc:
+        log.warning("%s", exc)
+        job.tracker.set_tags({"expkit.checkpoint_error": str(exc)})
+        return
+    log.info("checkpoint saved: %s", path)
 
 
 def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: float) -> None:

@@ -6,11 +6,14 @@ collator, optimizer, scheduler, metrics) and expkit's training order (`EpochSamp
 - the loss of a step is the mean of its micro-batch losses (no `num_items_in_batch` rescaling);
 - no built-in reporting (`report_to=[]`): `TrackerCallback` forwards the Trainer's logs to
   expkit's tracker under the manual loop's names and steps, and times the training loop alone;
-- no checkpoints of its own (`save_strategy="no"`): expkit saves the model like the manual loop.
+- checkpoints are expkit's (`checkpoints/step_N`, atomic, in the Trainer's file layout), saved
+  when `trainer.save_every` or a signal asks, and resumed through `resume_from_checkpoint`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 import time
@@ -19,9 +22,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.backends import TrainJob, log_evaluation, log_progress
-from expkit.batching import EpochSampler
-from expkit.errors import ConfigError, TrainingDiverged
+from expkit.backends import (
+    Progress,
+    TrainJob,
+    log_evaluation,
+    log_progress,
+    nan_policy,
+    save_checkpoint,
+    save_every_due,
+)
+from expkit.batching import EpochSampler, steps_per_epoch
+from expkit.errors import ConfigError
 from expkit.loss import forward_loss
 
 # TrainingArguments that expkit sets from the run config: where to set each one instead
@@ -60,10 +71,12 @@ DERIVED: dict[str, str] = {
     "run_name": "tracking.run_name",
     "remove_unused_columns": "the data group (expkit passes the tokenized columns as they are)",
     "logging_nan_inf_filter": "nothing: expkit logs every loss as it is",
-    "save_strategy": "trainer.save_model (expkit saves the model itself)",
-    "save_steps": "trainer.save_model (expkit saves the model itself)",
-    "save_total_limit": "trainer.save_model (expkit saves the model itself)",
-    "resume_from_checkpoint": "nothing yet (expkit does not resume runs)",
+    "save_strategy": "trainer.save_every (expkit writes the checkpoints)",
+    "save_steps": "trainer.save_every (expkit writes the checkpoints)",
+    "save_total_limit": "trainer.keep_checkpoints",
+    "save_only_model": "trainer.save_every (a checkpoint holds everything a resume needs)",
+    "resume_from_checkpoint": "resume=auto or resume=PATH",
+    "ignore_data_skip": "nothing: a resumed run skips the trained batches by index, exactly",
 }
 # what the Trainer adds to evaluation metrics besides the metrics themselves (timings, epoch)
 _TRAINER_EXTRAS = (
@@ -205,6 +218,7 @@ def _trainer_class() -> type:
             self.order_seed = order_seed
             self.samples_seen = 0
             self.step_loss = 0.0  # the current optimizer step's loss, checked for NaN per step
+            self.write_checkpoint: Any = None  # set by `train`: expkit's checkpoint writer
             super().__init__(*args, **kwargs)
             # no num_items_in_batch: each micro-batch's loss is its own mean, as in the manual loop
             self.model_accepts_loss_kwargs = False
@@ -223,6 +237,10 @@ def _trainer_class() -> type:
             loss, outputs = forward_loss(model, inputs, self.loss_fn)
             return (loss, outputs) if return_outputs else loss
 
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # expkit's atomic checkpoint in place of the Trainer's, at the point it would save
+            self.write_checkpoint()
+
         def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
             self.samples_seen += int(inputs["labels"].shape[0])
             loss = super().training_step(model, inputs, *args, **kw)
@@ -238,18 +256,27 @@ def _callback_class() -> type:
     class TrackerCallback(TrainerCallback):
         """Forwards the Trainer's logs to expkit's tracker under the manual loop's names and steps.
 
-        `loss`, `learning_rate`, `grad_norm` at each logging step (and the last step), `eval_*` and
+        `loss` (the mean of the steps since the last log, counted here as in the manual loop),
+        `learning_rate`, `grad_norm` at each logging step (and the last step), `eval_*` and
         `test_*` after each evaluation; `train_runtime` and `train_samples_per_second` time the
-        training loop alone (evaluations left out), as in the manual loop.
+        training loop alone (evaluations left out). Also: the NaN policy before each update,
+        and when a checkpoint is due.
         """
 
-        def __init__(self, job: TrainJob) -> None:
+        def __init__(self, job: TrainJob, progress: Progress) -> None:
             self.job = job
+            self.progress = progress
             self.trainer: Any = None
-            self.final: dict[str, float] = {}
+            self.final: dict[str, float] = dict(progress.metrics)
             self.training = False
             self.start = self.mark = 0.0
-            self.eval_seconds = 0.0
+            self.step_value = 0.0
+            self.skipped = False
+            self.save_at_epoch_end = False
+            t = job.cfg.trainer
+            self.per_epoch = steps_per_epoch(
+                len(job.datasets["train"]), t.batch_size, t.grad_accum_steps
+            )
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.max_steps != self.job.total_steps:  # the two backends' step counts differ
@@ -258,29 +285,54 @@ def _callback_class() -> type:
                     f"{self.job.total_steps}"
                 )
             self.training = True
-            self.start = self.mark = time.perf_counter()
+            self.start = self.mark = time.perf_counter() - self.progress.train_seconds
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.step_value = float(self.trainer.step_loss)
+            self.trainer.step_loss = 0.0
+            self.skipped = False
+            if not math.isfinite(self.step_value):  # before the update, as the manual loop
+                lr = self.job.scheduler.get_last_lr()[0]
+                step = state.global_step + 1
+                self.skipped = nan_policy(self.job, step, self.step_value, lr, self.progress)
+                self.job.optimizer.zero_grad(set_to_none=True)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            loss = float(self.trainer.step_loss) if self.trainer is not None else 0.0
-            if self.trainer is not None:
-                self.trainer.step_loss = 0.0
-            if not math.isfinite(loss):  # as the manual loop: stop at once, the run FAILED
-                lr = self.job.scheduler.get_last_lr()[0]
-                raise TrainingDiverged(state.global_step, loss, lr)
+            p = self.progress
+            if not self.skipped:
+                p.window_loss += self.step_value
+                p.window_steps += 1
             if state.global_step >= state.max_steps:
                 control.should_log = True  # the manual loop logs the last step too
+            stop = self.job.stop
+            if save_every_due(self.job, state.global_step) or (stop and stop.requested):
+                # the Trainer saves after logging and evaluating; at an epoch's end it evaluates
+                # after this step's save point, so the checkpoint waits for the epoch's end
+                if state.global_step % self.per_epoch == 0:
+                    self.save_at_epoch_end = True
+                else:
+                    control.should_save = True
             self.mark = time.perf_counter()
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.save_at_epoch_end:
+                control.should_save = True
+                self.save_at_epoch_end = False
             self.mark = time.perf_counter()
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if not logs or "loss" not in logs or not self.training:
                 return  # evaluations come through on_evaluate; the Trainer's summary is unused
-            metrics = {k: float(logs[k]) for k in _TRAIN_LOGS if k in logs}
+            p = self.progress
+            metrics = {k: float(logs[k]) for k in _TRAIN_LOGS if k in logs and k != "loss"}
+            if p.window_steps:
+                metrics["loss"] = p.window_loss / p.window_steps
+            p.window_loss, p.window_steps = 0.0, 0
+            if "loss" not in metrics:
+                return  # every step since the last log was skipped (on_nan=skip)
             self.job.tracker.log_metrics(metrics, step=state.global_step)
             if args.disable_tqdm:  # as the manual loop: progress as log lines
-                elapsed = time.perf_counter() - self.start - self.eval_seconds
+                elapsed = time.perf_counter() - self.start - p.eval_seconds
                 lr = metrics.get("learning_rate", 0.0)
                 log_progress(state.global_step, state.max_steps, metrics["loss"], lr, elapsed)
             self.mark = time.perf_counter()
@@ -289,7 +341,7 @@ def _callback_class() -> type:
             self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
         ) -> None:
             if self.training:
-                self.eval_seconds += time.perf_counter() - self.mark
+                self.progress.eval_seconds += time.perf_counter() - self.mark
             kept = {
                 k: float(v)
                 for k, v in (metrics or {}).items()
@@ -298,10 +350,17 @@ def _callback_class() -> type:
             self.job.tracker.log_metrics(kept, step=state.global_step)
             self.final.update(kept)
             if self.training:
+                self.progress.metrics.update(kept)
                 log_evaluation(state.global_step, kept)
 
+        def progress_now(self) -> Progress:
+            """The counts as they stand (for a checkpoint)."""
+            self.progress.samples = self.trainer.samples_seen
+            self.progress.train_seconds = time.perf_counter() - self.start
+            return self.progress
+
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            runtime = time.perf_counter() - self.start - self.eval_seconds
+            runtime = time.perf_counter() - self.start - self.progress.eval_seconds
             self.training = False
             samples = self.trainer.samples_seen if self.trainer is not None else 0
             timing = {
@@ -333,11 +392,15 @@ def train(job: TrainJob) -> dict[str, float]:
     """Train with the Trainer on the shared objects; return the manual loop's final metrics."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from expkit.stopping import GracefulStop
+
     cfg = job.cfg
     has_dev = "dev" in job.datasets
     output_dir = job.run_dir / "hf_trainer"
     args = training_arguments(cfg, output_dir, job.device, has_dev)
-    callback = _callback_class()(job)
+    resume = job.resume
+    progress = Progress(**resume.state["progress"]) if resume is not None else Progress()
+    callback = _callback_class()(job, progress)
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         return job.compute_metrics(prediction.predictions, prediction.label_ids)
@@ -360,12 +423,26 @@ def train(job: TrainJob) -> dict[str, float]:
         order_seed=int(cfg.seed),
     )
     callback.trainer = trainer
+    trainer.samples_seen = progress.samples
+    stop = job.stop or GracefulStop()
+    job.stop = stop
+
+    def write_checkpoint() -> None:
+        state = json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True)
+        scaler = getattr(trainer.accelerator, "scaler", None)
+        step = trainer.state.global_step
+        save_checkpoint(job, step, scaler, callback.progress_now().as_dict(), trainer_state=state)
+        if stop.requested:
+            stop.stop()
+
+    trainer.write_checkpoint = write_checkpoint
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # TrackerCallback writes the log lines
     else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_progress_class())
-    trainer.train()
+    with stop:
+        trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
     if "test" in job.datasets:
         trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
     if output_dir.is_dir() and not any(output_dir.iterdir()):

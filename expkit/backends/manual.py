@@ -6,9 +6,16 @@ import math
 import time
 from typing import Any
 
-from expkit.backends import TrainJob, log_evaluation, log_progress
+from expkit.backends import (
+    Progress,
+    TrainJob,
+    log_evaluation,
+    log_progress,
+    nan_policy,
+    save_checkpoint,
+    save_every_due,
+)
 from expkit.batching import step_windows, steps_per_epoch, train_loader
-from expkit.errors import TrainingDiverged
 from expkit.loss import forward_loss
 
 
@@ -62,9 +69,16 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
 
 
 def train(job: TrainJob) -> dict[str, float]:
-    """Train for job.total_steps optimizer steps; log, evaluate and return the final metrics."""
+    """Train for job.total_steps optimizer steps; log, evaluate and return the final metrics.
+
+    With `job.resume`, training continues from that checkpoint exactly: weights, optimizer,
+    scheduler, scaler, every RNG and the data position as they were after its step.
+    """
     import torch
     from tqdm.auto import tqdm
+
+    from expkit import checkpoint
+    from expkit.stopping import GracefulStop
 
     t = job.cfg.trainer
     device = job.device
@@ -76,64 +90,91 @@ def train(job: TrainJob) -> dict[str, float]:
     accum = int(t.grad_accum_steps)
     train_set = job.datasets["train"]
     loader = train_loader(train_set, job.collator, t.batch_size, job.cfg.seed, t.num_workers)
-    windows = step_windows(loader, accum)
     per_epoch = steps_per_epoch(len(train_set), t.batch_size, accum)
     has_dev = "dev" in job.datasets
     max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
-    final: dict[str, float] = {}
+    p = Progress()
+    first = 1
+    if job.resume is not None:
+        checkpoint.load_model_weights(model, job.resume.path)
+        checkpoint.load_training_state(job.resume.path, optimizer, scheduler, scaler)
+        p = Progress(**job.resume.state["progress"])
+        first = job.resume.step + 1
+    epoch, in_epoch = divmod(first - 1, per_epoch)
+    windows = step_windows(loader, accum, start_epoch=epoch, skip_steps=in_epoch)
+    # A new epoch's DataLoader iterator draws from the global RNG when it starts: restore the
+    # RNG before that draw at an epoch boundary, and after it inside an epoch (as the Trainer).
+    restore_after_first_window = job.resume is not None and in_epoch > 0
+    if job.resume is not None and in_epoch == 0:
+        checkpoint.restore_rng(job.resume.path)
 
     model.train()  # from_pretrained returns the model in eval mode (S2)
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(total=job.total_steps, desc="train", unit="step", disable=not t.progress or None)
-    window_loss, window_steps, samples, eval_seconds = 0.0, 0, 0, 0.0
-    start = time.perf_counter()
-    for step in range(1, job.total_steps + 1):
-        _epoch, window = next(windows)
-        step_loss = torch.zeros((), device=device)
-        for batch in window:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast():
-                loss, _ = forward_loss(model, batch, job.loss_fn)
-            # the mean over this step's micro-batches (an epoch's last step may have fewer)
-            loss = loss / len(window)
-            scaler.scale(loss).backward()
-            step_loss += loss.detach()
-            samples += batch["labels"].shape[0]
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
-        optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(total=job.total_steps, initial=first - 1, desc="train", unit="step",
+               disable=not t.progress or None)  # fmt: skip
+    stop = job.stop or GracefulStop()
+    start = time.perf_counter() - p.train_seconds
+    with stop:
+        for step in range(first, job.total_steps + 1):
+            _epoch, window = next(windows)
+            if restore_after_first_window:
+                checkpoint.restore_rng(job.resume.path)
+                restore_after_first_window = False
+            step_loss = torch.zeros((), device=device)
+            for batch in window:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with autocast():
+                    loss, _ = forward_loss(model, batch, job.loss_fn)
+                # the mean over this step's micro-batches (an epoch's last step may have fewer)
+                loss = loss / len(window)
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+                p.samples += batch["labels"].shape[0]
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            value = float(step_loss)
+            skipped = not math.isfinite(value) and nan_policy(job, step, value, lr, p)
+            if skipped:  # no update from this batch (the optimizer skips parameters without grads)
+                optimizer.zero_grad(set_to_none=True)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
+            optimizer.zero_grad(set_to_none=True)
 
-        value = float(step_loss)
-        if not math.isfinite(value):
-            raise TrainingDiverged(step, value, lr)
-        window_loss += value
-        window_steps += 1
-        bar.update(1)
-        if step % t.log_every == 0 or step == job.total_steps:
-            loss_value = window_loss / window_steps
-            job.tracker.log_metrics(
-                {"loss": loss_value, "learning_rate": lr, "grad_norm": float(grad_norm)}, step=step
-            )
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            if bar.disable:  # no terminal (a log file, CI): progress as log lines instead
-                elapsed = time.perf_counter() - start - eval_seconds
-                log_progress(step, job.total_steps, loss_value, lr, elapsed)
-            window_loss, window_steps = 0.0, 0
-        if has_dev and (is_eval_step(step, t.eval_every, per_epoch) or step == job.total_steps):
-            eval_start = time.perf_counter()
-            metrics = {f"eval_{k}": v for k, v in evaluate(job, "dev", device, autocast).items()}
-            eval_seconds += time.perf_counter() - eval_start
-            job.tracker.log_metrics(metrics, step=step)
-            final.update(metrics)
-            log_evaluation(step, metrics)
-    runtime = time.perf_counter() - start - eval_seconds  # the training loop only
+            if not skipped:
+                p.window_loss += value
+                p.window_steps += 1
+            bar.update(1)
+            if (step % t.log_every == 0 or step == job.total_steps) and p.window_steps:
+                loss_value = p.window_loss / p.window_steps
+                job.tracker.log_metrics(
+                    {"loss": loss_value, "learning_rate": lr, "grad_norm": float(grad_norm)},
+                    step=step,
+                )
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                if bar.disable:  # no terminal (a log file, CI): progress as log lines instead
+                    elapsed = time.perf_counter() - start - p.eval_seconds
+                    log_progress(step, job.total_steps, loss_value, lr, elapsed)
+                p.window_loss, p.window_steps = 0.0, 0
+            if has_dev and (is_eval_step(step, t.eval_every, per_epoch) or step == job.total_steps):
+                eval_start = time.perf_counter()
+                dev = evaluate(job, "dev", device, autocast)
+                metrics = {f"eval_{k}": v for k, v in dev.items()}
+                p.eval_seconds += time.perf_counter() - eval_start
+                job.tracker.log_metrics(metrics, step=step)
+                p.metrics.update(metrics)
+                log_evaluation(step, metrics)
+            if save_every_due(job, step) or stop.requested:
+                p.train_seconds = time.perf_counter() - start
+                save_checkpoint(job, step, scaler, p.as_dict())
+            if stop.requested:
+                stop.stop()
+    runtime = time.perf_counter() - start - p.eval_seconds  # the training loop only
     bar.close()
+    final = dict(p.metrics)
     final["train_runtime"] = runtime
-    final["train_samples_per_second"] = samples / runtime if runtime > 0 else 0.0
+    final["train_samples_per_second"] = p.samples / runtime if runtime > 0 else 0.0
     job.tracker.log_metrics(
         {"train_runtime": runtime, "train_samples_per_second": final["train_samples_per_second"]},
         step=job.total_steps,

@@ -1,0 +1,290 @@
+"""Checkpoints: `<run dir>/checkpoints/step_N`, written atomically, read back exactly.
+
+A checkpoint is written into a hidden sibling (`.step_N.partial-PID`); every file is fsynced, a
+manifest with each file's size and SHA-256 is written last, and the directory is renamed into
+place. So a directory named `step_N` is complete, and one damaged later (a truncated file, disk
+trouble) fails its manifest check and is skipped. Loading never unpickles arbitrary objects:
+safetensors, JSON, and `torch.load(weights_only=True)`.
+
+The files follow the Hugging Face Trainer's layout (model.safetensors, optimizer.pt,
+scheduler.pt, scaler.pt, rng_state.pth, trainer_state.json), so `trainer=hf` resumes through
+`Trainer.train(resume_from_checkpoint=...)`; expkit's own state is in expkit_state.json.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expkit.errors import ExpkitError
+from expkit.procs import process_alive
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+STATE = "expkit_state.json"
+MODEL = "model.safetensors"
+RNG = "rng_state.pth"  # the Trainer's name and format: {"python", "numpy", "cpu", "cuda"}
+FORMAT = 1
+_NAME = re.compile(r"^step_(\d+)$")
+_PARTIAL = re.compile(r"^\.step_\d+\.(partial|old)-(\d+)$")
+
+
+class CheckpointError(ExpkitError):
+    """A checkpoint that cannot be used (incomplete, corrupt, or for another config)."""
+
+
+class CheckpointNotSaved(ExpkitError):
+    """Writing a checkpoint failed (disk full, ...); the partial one is removed."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict[str, Any]  # expkit_state.json
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """The checkpoint's state, once every file matches its manifest; else CheckpointError."""
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: {MANIFEST} is unreadable ({exc})") from None
+    for name, (size, digest) in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete ({name} is missing)")
+        actual = file.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"checkpoint {path} is truncated ({name} has {actual} of {size} bytes)"
+            )
+        if _sha256(file) != digest:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({name} fails its checksum)")
+    if STATE not in files:
+        raise CheckpointError(f"checkpoint {path} has no {STATE}")
+    state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format {state.get('format')}; this expkit reads {FORMAT}"
+        )
+    return state
+
+
+def load(path: Path) -> Checkpoint:
+    """A verified checkpoint (CheckpointError names what is wrong with it)."""
+    path = Path(path).expanduser().resolve()
+    return Checkpoint(path, verify(path))
+
+
+def _listed(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every `step_N` directory, newest first."""
+    folder = checkpoints_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def latest(run_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint that passes its check; damaged ones are named and skipped."""
+    for _, path in _listed(run_dir):
+        try:
+            return load(path)
+        except CheckpointError as exc:
+            log.warning("%s; skipped, trying the previous one", exc)
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state, in the Trainer's rng_state.pth layout."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cpu": torch.random.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.random.get_rng_state_all()
+    return states
+
+
+def restore_rng(path: Path) -> None:
+    """Set every RNG from the checkpoint's rng_state.pth (weights_only: no arbitrary objects)."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # numpy's state types, allow-listed
+
+    with safe_globals():
+        states = torch.load(Path(path) / RNG, weights_only=True)
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.random.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.random.set_rng_state_all(states["cuda"])
+
+
+def load_model_weights(model: Any, path: Path) -> None:
+    """The checkpoint's weights into `model` (safetensors; tied copies are re-tied)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(path) / MODEL))
+    result = model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys:
+        extra = ", ".join(result.unexpected_keys[:5])
+        raise CheckpointError(f"checkpoint {path} has weights this model lacks: {extra}")
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in tensors}
+    state = model.state_dict()
+    untied = [k for k in result.missing_keys if state[k].data_ptr() not in loaded]
+    if untied:  # save_pretrained leaves out tied copies only
+        raise CheckpointError(f"checkpoint {path} lacks weights: {', '.join(untied[:5])}")
+
+
+def load_training_state(path: Path, optimizer: Any, scheduler: Any, scaler: Any = None) -> None:
+    """Optimizer, scheduler and gradient-scaler state (weights_only)."""
+    import torch
+
+    path = Path(path)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if scaler is not None and (path / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+
+
+def _write_files(
+    folder: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    state: dict[str, Any],
+    trainer_state: str | None,
+) -> None:
+    import torch
+
+    from expkit.model import quiet_transformers
+
+    with quiet_transformers():
+        model.save_pretrained(folder)  # model.safetensors + config.json
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    if scaler is not None and scaler.is_enabled():
+        torch.save(scaler.state_dict(), folder / "scaler.pt")
+    torch.save(rng_state(), folder / RNG)
+    if trainer_state is not None:
+        (folder / "trainer_state.json").write_text(trainer_state, encoding="utf-8")
+    (folder / STATE).write_text(json.dumps({**state, "format": FORMAT}, indent=1), "utf-8")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Partial checkpoints of processes that are gone (killed mid-write)."""
+    for path in folder.iterdir():
+        m = _PARTIAL.match(path.name)
+        pid = int(m.group(2)) if m else 0
+        if m and (pid == os.getpid() or not process_alive(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    state: dict[str, Any],
+    keep: int,
+    trainer_state: str | None = None,
+) -> Path:
+    """Write `checkpoints/step_<step>` atomically; keep the newest `keep` (0: all).
+
+    On any OSError (disk full, ...) the partial directory is removed, the existing checkpoints
+    stay, and CheckpointNotSaved says what happened.
+    """
+    folder = checkpoints_dir(run_dir)
+    final = folder / f"step_{step}"
+    tmp = folder / f".step_{step}.partial-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale(folder)
+        tmp.mkdir()
+        _write_files(tmp, model, optimizer, scheduler, scaler, {**state, "step": step},
+                     trainer_state)  # fmt: skip
+        files = {}
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            _fsync(file)
+            files[str(file.relative_to(tmp))] = [file.stat().st_size, _sha256(file)]
+        manifest = tmp / MANIFEST
+        manifest.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+        _fsync(manifest)
+        _fsync(tmp)
+        if final.exists():  # a checkpoint of the same step from an earlier attempt
+            old = folder / f".step_{step}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync(folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc}"
+        raise CheckpointNotSaved(
+            f"checkpoint at step {step} not saved ({reason}); the partial one was removed and "
+            "the earlier checkpoints are kept"
+        ) from exc
+    prune(run_dir, keep)
+    return final
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Remove all but the newest `keep` checkpoints (0: keep all)."""
+    if keep <= 0:
+        return
+    for _, path in _listed(run_dir)[keep:]:
+        shutil.rmtree(path, ignore_errors=True)

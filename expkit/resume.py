@@ -1,0 +1,84 @@
+"""`resume=auto|PATH`: which checkpoint a run continues from, and whether its config still fits.
+
+Only light modules are imported here: the checkpoint is found and its config compared before
+the data, torch or the model are loaded, so a refused resume answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from expkit.checkpoint import Checkpoint, checkpoints_dir, latest, load
+from expkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# keys that change how a run is watched, saved or tracked, never what it computes
+FREE = (
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.eval_batch_size",
+    "trainer.save_every",
+    "trainer.keep_checkpoints",
+    "trainer.progress",
+    "trainer.num_workers",
+    "trainer.save_model",
+    "trainer.device",
+    "trainer.on_nan",
+    "tracking",
+    "resume",
+    "objective",
+)
+
+
+def _under(key: str, prefixes: Any) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Checkpoint | None:
+    """The checkpoint `resume.checkpoint` names: auto takes the newest good one in the run dir
+    (none there: a fresh start); a path must be a complete checkpoint (CheckpointError if not)."""
+    where = cfg.resume.checkpoint
+    if where is None:
+        return None
+    if where == "auto":
+        found = latest(run_dir)
+        if found is None:
+            log.info("resume=auto: no checkpoint in %s; starting fresh", checkpoints_dir(run_dir))
+        return found
+    return load(Path(str(where)))
+
+
+def check_changes(
+    checkpoint: Checkpoint, current: dict[str, Any], allowed: list[str]
+) -> dict[str, tuple[Any, Any]]:
+    """The config keys that differ from the checkpoint's: (saved, now) for each allowed one;
+    a ConfigError naming the others (values are compared as recorded: flattened, redacted)."""
+    saved = checkpoint.state.get("config", {})
+    differ = {
+        key: (saved.get(key, "<unset>"), current.get(key, "<unset>"))
+        for key in sorted(set(saved) | set(current))
+        if not _under(key, FREE) and saved.get(key) != current.get(key)
+    }
+    refused = [key for key in differ if not _under(key, allowed)]
+    if refused:
+        shown = ", ".join(f"{k} ({differ[k][0]} -> {differ[k][1]})" for k in refused[:8])
+        more = f" and {len(refused) - 8} more" if len(refused) > 8 else ""
+        raise ConfigError(
+            f"resume: the config differs from checkpoint {checkpoint.path} in {shown}{more}; "
+            "resume with the checkpoint's values, or allow the change: "
+            f"resume.allow_changes=[{','.join(refused)}]"
+        )
+    return differ
+
+
+def resume_command(overrides: list[str], run_dir: Path) -> str:
+    """The command that continues this run from its newest checkpoint."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "resume."))]
+    args = [*kept, f"hydra.run.dir={run_dir}", "resume=auto"]
+    return "expkit " + " ".join(shlex.quote(a) for a in args)
