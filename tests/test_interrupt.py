@@ -65,6 +65,10 @@ def test_signal_marks_the_run_killed(tmp_path, sig, code, backend):
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert steps == list(range(1, len(steps) + 1))
     assert run.data.params["trainer.max_steps"] == "1000000"
+    # the step in progress finished and was saved: the run can go on from there
+    saved = sorted((tmp_path / "runs").glob("*/*/checkpoints/step_*"))
+    assert [p.name for p in saved] == [f"step_{steps[-1]}"]
+    assert f"checkpoint at step {steps[-1]} in {saved[0]}; continue with:" in stderr
 
 
 def test_ctrl_c_in_a_sweep_marks_the_parent_and_the_job_killed(tmp_path):

@@ -84,8 +84,9 @@ def test_a_damaged_checkpoint_is_named_and_skipped(make_job, caplog):
     found = checkpoint.latest(job.run_dir)
     assert found is not None and found.step == 2
     assert f"checkpoint {newest} is truncated (optimizer.pt has 100 of" in caplog.text
-    (found.path / "rng_state.pth").write_bytes(b"\0" * (found.path / "rng_state.pth").stat().st_size)
-    with pytest.raises(checkpoint.CheckpointError, match="rng_state.pth fails its checksum"):
+    rng = found.path / "rng_state.pth"
+    rng.write_bytes(b"\0" * rng.stat().st_size)  # same size, other bytes: disk trouble
+    with pytest.raises(checkpoint.CheckpointError, match=r"rng_state\.pth fails its checksum"):
         checkpoint.load(found.path)
     assert checkpoint.latest(job.run_dir) is None
     (found.path / checkpoint.MANIFEST).unlink()
@@ -93,9 +94,7 @@ def test_a_damaged_checkpoint_is_named_and_skipped(make_job, caplog):
         checkpoint.load(found.path)
 
 
-def test_a_full_disk_keeps_the_old_checkpoints_and_training_goes_on(
-    make_job, monkeypatch, caplog
-):
+def test_a_full_disk_keeps_the_old_checkpoints_and_training_goes_on(make_job, monkeypatch, caplog):
     import errno
 
     import torch
@@ -160,7 +159,7 @@ def test_on_nan_stop_fails_before_the_update(make_job, backend):
 
     from expkit.errors import TrainingDiverged
 
-    job, rec = make_job(6, f"trainer={backend}", "loss=cross_entropy", "trainer.batch_size=8")
+    job, _ = make_job(6, f"trainer={backend}", "loss=cross_entropy", "trainer.batch_size=8")
     job.loss_fn = _nan_at(job.loss_fn, {3})
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3 \(learning rate"):
         get_backend(backend)(job)
