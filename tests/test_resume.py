@@ -189,3 +189,22 @@ def test_the_resume_shorthand():
     assert expand_shorthands(["resume=auto", "a=1", "resume.allow_changes=[x]"]) == [
         "resume.checkpoint=auto", "a=1", "resume.allow_changes=[x]",
     ]  # fmt: skip
+
+
+def test_the_first_signal_asks_to_stop_and_the_second_stops_at_once():
+    import signal
+
+    from expkit.errors import Terminated
+    from expkit.stopping import GracefulStop
+
+    with GracefulStop() as stop:
+        signal.raise_signal(signal.SIGTERM)  # the loop finishes its step, saves, then stops
+        assert stop.requested and stop.signum == signal.SIGTERM
+        with pytest.raises(Terminated):
+            signal.raise_signal(signal.SIGTERM)
+    with GracefulStop() as stop:
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):  # and outside, Ctrl-C acts at once as before
+        signal.raise_signal(signal.SIGINT)
