@@ -18,11 +18,25 @@ class EpochSampler:
 
     Its own generator leaves the global RNG (dropout) untouched, and epoch e's order is known
     without replaying epochs 0..e-1. The Trainer calls `set_epoch` through accelerate.
+
+    With `lengths` (data.group_by_length), the permutation is cut into buckets of 50 batches and
+    each bucket is sorted by length: a batch holds examples of similar length, so padding costs
+    little, while the buckets and their contents stay shuffled epoch to epoch.
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
+    BUCKET_BATCHES = 50  # as the Trainer's LengthGroupedSampler
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        lengths: list[int] | None = None,
+        batch_size: int = 1,
+    ) -> None:
         self.num_samples = num_samples
         self.seed = seed
+        self.lengths = lengths
+        self.batch_size = batch_size
         self.epoch = 0
         self._skip = 0
 
@@ -36,27 +50,51 @@ class EpochSampler:
     def __len__(self) -> int:
         return self.num_samples
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> list[int]:
+        """This epoch's order of example indices."""
         import torch
 
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
+        indices = torch.randperm(self.num_samples, generator=generator).tolist()
+        if self.lengths is None:
+            return indices
+        size = self.BUCKET_BATCHES * self.batch_size
+        lengths = self.lengths
+        out: list[int] = []
+        for start in range(0, len(indices), size):
+            out += sorted(indices[start : start + size], key=lambda i: -lengths[i])
+        return out
+
+    def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0
-        yield from torch.randperm(self.num_samples, generator=generator)[skip:].tolist()
+        yield from self.order()[skip:]
+
+
+def epoch_sampler(dataset: Any, seed: int, batch_size: int, group_by_length: bool) -> EpochSampler:
+    """The training order of both backends (lengths read once when grouping by length)."""
+    lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
+    return EpochSampler(len(dataset), seed, lengths, batch_size)
 
 
 def train_loader(
-    dataset: Any, collator: Any, batch_size: int, seed: int, num_workers: int = 0
+    dataset: Any,
+    collator: Any,
+    batch_size: int,
+    sampler: EpochSampler,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Any:
-    """The training DataLoader over `EpochSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
+    """The training DataLoader over `sampler`; call `loader.sampler.set_epoch(e)` per epoch."""
     from torch.utils.data import DataLoader
 
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed),
+        sampler=sampler,
         collate_fn=collator,
         num_workers=num_workers,
+        pin_memory=pin_memory,
     )
 
 

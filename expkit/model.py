@@ -53,13 +53,15 @@ def build_model(cfg: DictConfig, label_names: list[str]) -> Any:
         for name in _DROPOUT_FIELDS:
             if hasattr(config, name):
                 setattr(config, name, float(cfg.dropout))
+    attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if cfg.init == "random":
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, **attention)
     else:
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(cfg.name_or_path), config=config, output_loading_info=True, **_load_kwargs(cfg)
-            )
+                str(cfg.name_or_path), config=config, output_loading_info=True,
+                **_load_kwargs(cfg), **attention,
+            )  # fmt: skip
         _report_loading(model, info)
     if not hasattr(model, "base_model"):
         raise ConfigError(f"{type(model).__name__} has no base_model (not a transformers encoder)")

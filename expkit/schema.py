@@ -24,6 +24,7 @@ class ModelConfig:
     tokenizer: str | None = None  # defaults to name_or_path
     cache_dir: str | None = None  # where hub downloads go (the tutorial's cache_dir)
     dropout: float | None = None  # overrides the model's hidden and attention dropout
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2 (null: the default)
     arch: dict[str, Any] = field(
         default_factory=dict
     )  # config fields to override (e.g. tiny sizes)
@@ -42,6 +43,8 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     cache: bool = True  # keep tokenized splits on disk, keyed by content fingerprint
+    # batches of similar length (shuffled buckets): less padding, faster on real text
+    group_by_length: bool = False
 
 
 @dataclass
@@ -105,6 +108,7 @@ class TrainerConfig:
     save_every: int = 0  # checkpoint every N optimizer steps (0: only on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
     on_nan: str = "stop"  # a NaN / inf loss: stop (run FAILED) | skip (drop that step's update)
+    compile: bool = False  # torch.compile the model for training
     # extra TrainingArguments for trainer=hf (e.g. {dataloader_pin_memory: false}); checked
     # against TrainingArguments before training; empty for the manual loop
     hf_args: dict[str, Any] = field(default_factory=dict)

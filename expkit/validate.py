@@ -145,6 +145,12 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
         errors.append(f"trainer.save_every={t.save_every} must be >= 0 (0: only on SIGTERM/Ctrl-C)")
     if t.keep_checkpoints < 0:
         errors.append(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0 (0: keep all)")
+    attention = cfg.model.attn_implementation
+    if attention is not None and attention not in ATTENTION:
+        errors.append(
+            f"model.attn_implementation={attention!r} is not valid (valid: {', '.join(ATTENTION)}, "
+            "or null for the model's default)"
+        )
     if t.on_nan not in ON_NAN:
         errors.append(f"trainer.on_nan={t.on_nan!r} is not valid (valid: {', '.join(ON_NAN)})")
     if t.hf_args and t.backend != "hf":
@@ -200,6 +206,7 @@ def _check_names(cfg: DictConfig, errors: list[str]) -> None:
 
 DIRECTIONS = ("maximize", "minimize")
 ON_NAN = ("stop", "skip")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 _METRIC = re.compile(r"^(eval|test|train)_\w+$")
 
 

@@ -28,13 +28,36 @@ def test_the_sampler_is_a_permutation_fixed_by_seed_and_epoch():
     assert torch.equal(torch.random.get_rng_state(), before)  # dropout's RNG untouched
 
 
+def test_group_by_length_batches_similar_lengths_in_shuffled_buckets():
+    lengths = [(i * 37) % 97 + 3 for i in range(1000)]
+    grouped = EpochSampler(1000, seed=1, lengths=lengths, batch_size=4)
+    order = list(grouped)
+    assert sorted(order) == list(range(1000))  # still every example once
+    buckets = [order[i : i + 200] for i in range(0, 1000, 200)]  # 50 batches of 4
+    for bucket in buckets:
+        assert [lengths[i] for i in bucket] == sorted((lengths[i] for i in bucket), reverse=True)
+
+    def padding(order):  # padded tokens per batch of 4, summed
+        batches = [order[i : i + 4] for i in range(0, 1000, 4)]
+        return sum(4 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    plain = list(EpochSampler(1000, seed=1))
+    assert padding(order) < padding(plain) / 5
+    grouped.set_epoch(1)
+    assert list(grouped) != order  # reshuffled each epoch
+    grouped.set_epoch(0)
+    assert list(grouped) == order  # and fixed by (seed, epoch)
+    grouped.skip_next(8)
+    assert list(grouped) == order[8:]  # a resumed epoch: skipped by index
+
+
 def test_windows_never_span_an_epoch():
     data = [{"x": i} for i in range(10)]
 
     def collate(rows):
         return [r["x"] for r in rows]
 
-    loader = train_loader(data, collate, batch_size=2, seed=0)  # 5 micro-batches per epoch
+    loader = train_loader(data, collate, 2, EpochSampler(10, seed=0))  # 5 micro-batches an epoch
     windows = step_windows(loader, accum=2)
     got = [next(windows) for _ in range(6)]
     assert [(epoch, len(w)) for epoch, w in got] == [(0, 2), (0, 2), (0, 1), (1, 2), (1, 2), (1, 1)]

@@ -31,7 +31,7 @@ from expkit.backends import (
     save_checkpoint,
     save_every_due,
 )
-from expkit.batching import EpochSampler, steps_per_epoch
+from expkit.batching import epoch_sampler, steps_per_epoch
 from expkit.errors import ConfigError
 from expkit.loss import forward_loss
 
@@ -67,6 +67,8 @@ DERIVED: dict[str, str] = {
     "warmup_steps": "scheduler.warmup_steps / scheduler.warmup_ratio",
     "label_smoothing_factor": "loss=cross_entropy loss.label_smoothing",
     "train_sampling_strategy": "expkit's training order (the same in both backends)",
+    "group_by_length": "data.group_by_length (the same order in both backends)",
+    "torch_compile": "trainer.compile",
     "report_to": "tracking (expkit's tracker is the only writer)",
     "run_name": "tracking.run_name",
     "remove_unused_columns": "the data group (expkit passes the tokenized columns as they are)",
@@ -164,6 +166,7 @@ def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: 
         "report_to": [],
         "save_strategy": "no",
         "remove_unused_columns": False,
+        "torch_compile": bool(t.compile),
         "logging_nan_inf_filter": False,
     }
     args.update(OmegaConf.to_container(t.hf_args, resolve=True))
@@ -213,9 +216,12 @@ def _trainer_class() -> type:
         # micro-batches in the step, as the manual loop does
         loss_is_scaled_for_ga = False
 
-        def __init__(self, *args: Any, loss_fn: Any, order_seed: int, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, loss_fn: Any, order_seed: int, group_by_length: bool, **kwargs: Any
+        ) -> None:
             self.loss_fn = loss_fn
             self.order_seed = order_seed
+            self.group_by_length = group_by_length
             self.samples_seen = 0
             self.step_loss = 0.0  # the current optimizer step's loss, checked for NaN per step
             self.write_checkpoint: Any = None  # set by `train`: expkit's checkpoint writer
@@ -225,7 +231,10 @@ def _trainer_class() -> type:
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            return EpochSampler(len(dataset), self.order_seed)
+            return epoch_sampler(
+                dataset, self.order_seed, self.args.per_device_train_batch_size,
+                self.group_by_length,
+            )  # fmt: skip
 
         def compute_loss(
             self,
@@ -421,6 +430,7 @@ def train(job: TrainJob) -> dict[str, float]:
         callbacks=[callback],
         loss_fn=job.loss_fn,
         order_seed=int(cfg.seed),
+        group_by_length=bool(cfg.data.group_by_length),
     )
     callback.trainer = trainer
     trainer.samples_seen = progress.samples

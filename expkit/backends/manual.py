@@ -15,7 +15,7 @@ from expkit.backends import (
     save_checkpoint,
     save_every_due,
 )
-from expkit.batching import step_windows, steps_per_epoch, train_loader
+from expkit.batching import epoch_sampler, step_windows, steps_per_epoch, train_loader
 from expkit.loss import forward_loss
 
 
@@ -86,10 +86,16 @@ def train(job: TrainJob) -> dict[str, float]:
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     model, optimizer, scheduler = job.model.to(device), job.optimizer, job.scheduler
+    # the compiled module trains; checkpoints and evaluation use the model itself
+    forward = torch.compile(model) if t.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     accum = int(t.grad_accum_steps)
     train_set = job.datasets["train"]
-    loader = train_loader(train_set, job.collator, t.batch_size, job.cfg.seed, t.num_workers)
+    sampler = epoch_sampler(train_set, job.cfg.seed, t.batch_size, job.cfg.data.group_by_length)
+    loader = train_loader(
+        train_set, job.collator, t.batch_size, sampler, t.num_workers,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
     per_epoch = steps_per_epoch(len(train_set), t.batch_size, accum)
     has_dev = "dev" in job.datasets
     max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
@@ -124,7 +130,7 @@ def train(job: TrainJob) -> dict[str, float]:
             for batch in window:
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with autocast():
-                    loss, _ = forward_loss(model, batch, job.loss_fn)
+                    loss, _ = forward_loss(forward, batch, job.loss_fn)
                 # the mean over this step's micro-batches (an epoch's last step may have fewer)
                 loss = loss / len(window)
                 scaler.scale(loss).backward()
