@@ -136,27 +136,80 @@ def _subcommand(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *args]
 
 
+def _compose(overrides: list[str], hydra_config: bool = False) -> Any:
+    """The config, composed once through Hydra's compose API (no run dir, no logging)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def _help(overrides: list[str]) -> None:
     """`expkit [overrides] --help`: Hydra's help layout, rendered directly.
 
     Hydra's own `--help` copies the whole config repository once per option of every group, the
-    sweeper and launcher plugins' included: 0.9 s. This composes once (about 0.3 s).
+    sweeper and launcher plugins' included: 0.9 s. This composes the job config once.
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg = _compose(overrides)
+    texts = OmegaConf.load(config_dir() / "config.yaml").hydra.help
     groups = []
     for folder in sorted(p for p in config_dir().iterdir() if p.is_dir()):
         options = sorted(f.stem for f in folder.glob("*.yaml"))
         groups.append(f"{folder.name}: {', '.join(options)}")
-    job = OmegaConf.to_yaml({k: cfg[k] for k in cfg if k != "hydra"})
     print(
-        f"{cfg.hydra.help.header}== Config groups (group=option) ==\n" + "\n".join(groups)
-        + f"\n\n== The composed config (override any key: key=value) ==\n{job}\n"
-        + str(cfg.hydra.help.footer)
+        f"{texts.header}== Config groups (group=option) ==\n" + "\n".join(groups)
+        + "\n\n== The composed config (override any key: key=value) ==\n"
+        + f"{OmegaConf.to_yaml(cfg)}\n{texts.footer}"
     )  # fmt: skip
+
+
+def _print_job_config(overrides: list[str], resolve: bool) -> None:
+    """`expkit [overrides] --cfg job [--resolve]`, as Hydra prints it, from one composition."""
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(_compose(overrides), resolve=resolve), end="")
+
+
+def _check_before_launch(overrides: list[str]) -> None:
+    """A single run's config, composed and validated before Hydra sets up the job: a bad value
+    answers at once and leaves no run dir behind.
+
+    Hydra composes the config once to learn the run mode and once more to run; the mode is read
+    here, from this composition, so a valid run still costs two compositions, not three.
+    """
+    from hydra._internal.hydra import Hydra
+    from omegaconf import open_dict
+
+    from expkit.validate import validate
+
+    cfg = _compose(overrides, hydra_config=True)
+    mode = cfg.hydra.mode
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+    Hydra.get_mode = lambda self, config_name, overrides: mode  # type: ignore[method-assign]
+
+
+def _quick_path(args: list[str]) -> bool:
+    """`--help`, `--cfg job [--resolve]` and single-run config checks, without Hydra's app.
+
+    Anything else (other flags, multirun) goes to Hydra as it is. True when the command is done.
+    """
+    import hydra._internal.utils as hydra_utils
+
+    flags = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if flags in (["--help"], ["-h"]):
+        hydra_utils.run_and_report(lambda: _help(overrides))
+        return True
+    if flags[:2] == ["--cfg", "job"] and flags[2:] in ([], ["--resolve"]):
+        hydra_utils.run_and_report(lambda: _print_job_config(overrides, flags[2:] != []))
+        return True
+    if not flags and not any("," in a for a in overrides):  # a single run (no sweep syntax)
+        hydra_utils.run_and_report(lambda: _check_before_launch(overrides))
+    return False
 
 
 def expand_shorthands(args: list[str]) -> list[str]:
@@ -179,13 +232,8 @@ def main() -> None:
     sys.argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
     register_configs()
     _install_error_reporter()
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        import hydra._internal.utils as hydra_utils
-
-        overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
-        if all("=" in a for a in overrides):  # other flags: Hydra's own help handles them
-            hydra_utils.run_and_report(lambda: _help(overrides))
-            return
+    if _quick_path(sys.argv[1:]):
+        return
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)
     try:
         app()

@@ -130,7 +130,7 @@ def train(job: TrainJob) -> dict[str, float]:
             for batch in window:
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with autocast():
-                    loss, _ = forward_loss(forward, batch, job.loss_fn)
+                    loss = forward_loss(forward, batch, job.loss_fn)[0]
                 # the mean over this step's micro-batches (an epoch's last step may have fewer)
                 loss = loss / len(window)
                 scaler.scale(loss).backward()
