@@ -40,7 +40,8 @@ def parameter_groups(model: Any, cfg: DictConfig) -> list[dict[str, Any]]:
 def _adamw(groups: list[dict[str, Any]], cfg: DictConfig) -> Any:
     import torch
 
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    fused = {"fused": True} if cfg.get("fused") else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
 
 
 def _sgd(groups: list[dict[str, Any]], cfg: DictConfig) -> Any:

@@ -60,10 +60,11 @@ def check_changes(
     """The config keys that differ from the checkpoint's: (saved, now) for each allowed one;
     a ConfigError naming the others (values are compared as recorded: flattened, redacted)."""
     saved = checkpoint.state.get("config", {})
+    # keys on one side only came or went with another expkit version: their defaults applied
     differ = {
-        key: (saved.get(key, "<unset>"), current.get(key, "<unset>"))
-        for key in sorted(set(saved) | set(current))
-        if not _under(key, FREE) and saved.get(key) != current.get(key)
+        key: (saved[key], current[key])
+        for key in sorted(set(saved) & set(current))
+        if not _under(key, FREE) and saved[key] != current[key]
     }
     refused = [key for key in differ if not _under(key, allowed)]
     if refused:

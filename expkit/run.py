@@ -201,54 +201,65 @@ def run(
     changes = (
         check_changes(resume, flatten(resolved), list(cfg.resume.allow_changes)) if resume else {}
     )
-    raw = load_raw(cfg.data)
-    for note in raw.notes:
-        log.info(note)
-    if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != raw.num_labels:
-        raise ConfigError(
-            f"loss.class_weights has {len(cfg.loss.class_weights)} values but the data has "
-            f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
-        )
-    total_steps = plan_total_steps(raw.size("train"), cfg.trainer)
-    from expkit.optim import warmup_steps
-
-    warmup = warmup_steps(cfg.scheduler, total_steps)
-    if warmup >= total_steps:
-        setting = (
-            f"scheduler.warmup_steps={cfg.scheduler.warmup_steps}"
-            if cfg.scheduler.warmup_steps > 0
-            else f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio}"
-        )
-        t = cfg.trainer
-        length = (
-            f"trainer.max_steps={t.max_steps}"
-            if t.max_steps > 0
-            else f"trainer.epochs={t.epochs} over {raw.size('train')} examples, "
-            f"batch {t.batch_size} x accumulation {t.grad_accum_steps}"
-        )
-        raise ConfigError(
-            f"{setting} gives {warmup} warmup steps, not shorter than training "
-            f"({total_steps} steps: {length})"
-        )
-
-    # the heavy imports happen before the run opens: a RUNNING run is one that is training
-    import transformers  # noqa: F401
-
-    from expkit.device import check_precision, resolve_device
-
-    device = resolve_device(str(cfg.trainer.device))
-    check_precision(str(cfg.trainer.precision), device)
-    from expkit.backends import check_backend
-
-    check_backend(cfg, device)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(recorded_overrides), encoding="utf-8")
-
+    # started first: the store's set-up (in a child process) overlaps reading the data and
+    # importing torch; closed again, with no run opened, if anything below is wrong
     tracker = make_tracker(
         str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
     )
+    try:
+        raw = load_raw(cfg.data)
+        for note in raw.notes:
+            log.info(note)
+        if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != raw.num_labels:
+            raise ConfigError(
+                f"loss.class_weights has {len(cfg.loss.class_weights)} values but the data has "
+                f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
+            )
+        total_steps = plan_total_steps(raw.size("train"), cfg.trainer)
+        from expkit.optim import warmup_steps
+
+        warmup = warmup_steps(cfg.scheduler, total_steps)
+        if warmup >= total_steps:
+            setting = (
+                f"scheduler.warmup_steps={cfg.scheduler.warmup_steps}"
+                if cfg.scheduler.warmup_steps > 0
+                else f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio}"
+            )
+            t = cfg.trainer
+            length = (
+                f"trainer.max_steps={t.max_steps}"
+                if t.max_steps > 0
+                else f"trainer.epochs={t.epochs} over {raw.size('train')} examples, "
+                f"batch {t.batch_size} x accumulation {t.grad_accum_steps}"
+            )
+            raise ConfigError(
+                f"{setting} gives {warmup} warmup steps, not shorter than training "
+                f"({total_steps} steps: {length})"
+            )
+
+        # the heavy imports happen before the run opens: a RUNNING run is one that is training
+        import transformers  # noqa: F401
+
+        from expkit.device import check_precision, resolve_device
+
+        device = resolve_device(str(cfg.trainer.device))
+        check_precision(str(cfg.trainer.precision), device)
+        from expkit.backends import check_backend
+
+        check_backend(cfg, device)
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
+        (run_dir / "overrides.yaml").write_text(
+            OmegaConf.to_yaml(recorded_overrides), encoding="utf-8"
+        )
+    except BaseException:
+        with suppress(Exception):
+            tracker.end()
+        raise
+
+    if hasattr(tracker, "open"):  # the checks passed: the store may be opened now
+        tracker.open()
     if hasattr(tracker, "spill_path"):  # what the store will not take is kept for replay
         from expkit.tracking import UNSENT_FILE
 

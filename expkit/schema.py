@@ -60,6 +60,8 @@ class OptimizerConfig:
 class AdamWConfig(OptimizerConfig):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    # one fused kernel per step (CPU and CUDA); null: torch's default (foreach on CUDA)
+    fused: bool | None = None
 
 
 @dataclass

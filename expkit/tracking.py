@@ -536,8 +536,12 @@ def store_uri(uri: str | None, launch_dir: str | Path) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(launch_dir)
 
 
-def _mlflow(uri: str | None, experiment: str) -> MLflowTracker:
-    return MLflowTracker(store_uri(uri, Path.cwd()), experiment)
+def _mlflow(uri: str | None, experiment: str) -> Tracker:
+    """MLflow, written from a child process (expkit.tracker_process): mlflow stays out of the
+    training process, and its set-up overlaps the parent's."""
+    from expkit.tracker_process import TrackerProcess
+
+    return TrackerProcess(store_uri(uri, Path.cwd()), experiment)
 
 
 TRACKERS: dict[str, Callable[[str | None, str], Tracker]] = {

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from expkit.errors import ConfigError
+from expkit.tracker_process import TrackerProcess
 from expkit.tracking import (
     TRUNCATED,
     MLflowTracker,
@@ -276,7 +277,9 @@ def test_make_tracker_registry(uri: str) -> None:
     none.log_metrics({"a": 1.0}, step=1)
     none.end()
     assert none.run_id is None
-    assert isinstance(make_tracker("mlflow", uri, "via-registry"), MLflowTracker)
+    mlflow = make_tracker("mlflow", uri, "via-registry")  # written from a child process
+    assert isinstance(mlflow, TrackerProcess)
+    mlflow.end()
     with pytest.raises(ConfigError) as err:
         make_tracker("wandb", None, "x")
     message = str(err.value)
