@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans", "set_tags",
              "log_params", "log_artifact", "log_text"}  # fmt: skip
+SEND_SECONDS = 1.0  # metrics go to the child in one message about this often
 _JOIN_SECONDS = 120  # the child's last flush may retry a struggling store for a while
 
 
@@ -49,6 +51,8 @@ class TrackerProcess:
         )  # fmt: skip
         theirs.close()
         self._conn = Connection(ours.detach())
+        self._pending: list[tuple[dict[str, float], int]] = []
+        self._last_send = time.monotonic()
         self.uri = uri
         self.run_id: str | None = None
         self._closed = False
@@ -65,7 +69,16 @@ class TrackerProcess:
         self._call("log_params", params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._send("log_metrics", {k: float(v) for k, v in metrics.items()}, int(step))
+        """Kept here and sent about once a second: one message, not one per step."""
+        self._pending.append(({k: float(v) for k, v in metrics.items()}, int(step)))
+        if time.monotonic() - self._last_send >= SEND_SECONDS:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        self._last_send = time.monotonic()
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._send("log_many", batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._call("set_tags", tags)
@@ -119,6 +132,7 @@ class TrackerProcess:
 
     def _call(self, name: str, *args: Any) -> Any:
         """A call that answers: its log messages, then its reply (or its exception)."""
+        self._send_pending()  # the metrics logged before it go first
         self._post(name, *args)
         while True:
             try:
@@ -231,6 +245,10 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
                     tracker.end(*args)
                 value = None
             elif name == "open":
+                value = None
+            elif name == "log_many":
+                for metrics, step in args[0]:
+                    tracker.log_metrics(metrics, step)
                 value = None
             else:
                 value = getattr(tracker, name)(*args)

@@ -57,6 +57,7 @@ def test_when_the_trainer_dies_the_child_sends_what_it_has(tmp_path):
         f"t = TrackerProcess({uri!r}, 'expkit')\n"
         "t.start('doomed', {})\n"
         "for s in range(1, 51): t.log_metrics({'loss': s}, step=s)\n"
+        "t._send_pending()\n"  # in the child's hands, not yet in the store
         "print(t.run_id, t._proc.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
