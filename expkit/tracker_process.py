@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import pickle
 import queue
 import signal
@@ -31,8 +32,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans", "set_tags",
-             "log_params", "log_artifact", "log_text"}  # fmt: skip
+# calls the parent waits for; the others (metrics, params, tags, artifacts) are sent and the
+# parent goes on: an error in one of those is raised at the next call that waits
+_ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans"}
+_NICE = 10  # while a run trains, the writer yields the CPU to the trainer
 SEND_SECONDS = 1.0  # metrics go to the child in one message about this often
 _JOIN_SECONDS = 120  # the child's last flush may retry a struggling store for a while
 
@@ -66,7 +69,7 @@ class TrackerProcess:
         self.run_id = self._call("resume", run_id, tags, step)
 
     def log_params(self, params: dict[str, object]) -> None:
-        self._call("log_params", params)
+        self._send("log_params", params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Kept here and sent about once a second: one message, not one per step."""
@@ -81,13 +84,13 @@ class TrackerProcess:
             self._send("log_many", batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._call("set_tags", tags)
+        self._send("set_tags", tags)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._call("log_artifact", str(path), artifact_path)
+        self._send("log_artifact", str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._call("log_text", text, artifact_file)
+        self._send("log_text", text, artifact_file)
 
     def flush(self) -> None:
         self._call("flush")
@@ -220,6 +223,7 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
 
     tracker: Any = None
     setup_error: BaseException | None = None
+    deferred: BaseException | None = None
     while True:
         call = calls.get()
         if call is not None and tracker is None and setup_error is None and call[0] != "end":
@@ -236,6 +240,9 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
         try:
             if setup_error is not None and name != "end":
                 raise setup_error
+            if deferred is not None and name in _ANSWERED and name != "end":
+                error, deferred = deferred, None
+                raise error
             if name == "set_spill_path":
                 if tracker is not None:
                     tracker.spill_path = None if args[0] is None else Path(args[0])
@@ -243,6 +250,8 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
             elif name == "end":
                 if tracker is not None:
                     tracker.end(*args)
+                if deferred is not None:  # the status is set; now the error is told
+                    raise deferred
                 value = None
             elif name == "open":
                 value = None
@@ -255,8 +264,13 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
                 if name in ("start", "resume"):
                     value = tracker.run_id
             reply = ("reply", True, value)
+            if name in ("start", "resume"):
+                with contextlib.suppress(OSError):
+                    os.nice(_NICE)  # set-up done: from now on the trainer comes first
         except BaseException as exc:
             reply = ("reply", False, _picklable(exc))
+            if name not in _ANSWERED and deferred is None:
+                deferred = exc
         if name in _ANSWERED:
             send(reply)
         if name == "end":
