@@ -172,8 +172,9 @@ def test_config_changes_are_refused_unless_allowed(tmp_path):
 
     saved = {"optimizer.lr": 1e-3, "trainer.max_steps": 30, "trainer.log_every": 10, "seed": 1}
     ck = checkpoint.Checkpoint(tmp_path, {"step": 10, "config": saved})
+    # optimizer.fused: a key a newer expkit added, not in the checkpoint: not a change
     now = {**saved, "optimizer.lr": 3e-3, "trainer.max_steps": 50, "trainer.log_every": 1,
-           "optimizer.fused": None}  # fmt: skip  (a key a newer expkit added: not a change)
+           "optimizer.fused": None}  # fmt: skip
     with pytest.raises(ConfigError) as err:
         check_changes(ck, now, ["trainer.max_steps"])
     assert "optimizer.lr (0.001 -> 0.003)" in str(err.value)
