@@ -234,22 +234,15 @@ def _resume_errors(cfg: DictConfig) -> list[str]:
             f"resume={where!r} is not valid (valid: auto, null, or a checkpoint directory such as "
             "<run dir>/checkpoints/step_200)"
         )
-    known = set(_flat_keys(OmegaConf.to_container(cfg, resolve=False)))
+    from expkit.tracking import flatten  # the dotted keys MLflow's params get
+
+    known = set(flatten(OmegaConf.to_container(cfg, resolve=False)))
     for key in r.allow_changes:
         if key not in known and not any(k.startswith(f"{key}.") for k in known):
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             errors.append(f"resume.allow_changes: {key!r} is not a config key{hint}")
     return errors
-
-
-def _flat_keys(node: Any, prefix: str = "") -> list[str]:
-    if not isinstance(node, dict):
-        return [prefix[:-1]]
-    keys = []
-    for key, value in node.items():
-        keys += _flat_keys(value, f"{prefix}{key}.") if value else [f"{prefix}{key}"]
-    return keys
 
 
 def validate_objective(cfg: DictConfig) -> None:

@@ -52,6 +52,14 @@ class TrainJob:
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     stop: Any = None  # expkit.stopping.GracefulStop, entered around the training loop
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch of the training split (windows never span an epoch)."""
+        from expkit.batching import steps_per_epoch
+
+        t = self.cfg.trainer
+        return steps_per_epoch(len(self.datasets["train"]), t.batch_size, t.grad_accum_steps)
+
 
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
     module, _, func = BACKENDS[name].partition(":")
@@ -114,14 +122,11 @@ def save_checkpoint(
 
     The tracker is flushed first, so the store holds every value up to the checkpoint.
     """
-    from expkit.batching import steps_per_epoch
     from expkit.checkpoint import CheckpointNotSaved, save
 
     job.tracker.try_flush()
     t = job.cfg.trainer
-    epoch, in_epoch = divmod(
-        step, steps_per_epoch(len(job.datasets["train"]), t.batch_size, t.grad_accum_steps)
-    )
+    epoch, in_epoch = divmod(step, job.steps_per_epoch)
     state = {
         **job.checkpoint_meta,
         "backend": str(t.backend),

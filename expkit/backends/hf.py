@@ -31,7 +31,7 @@ from expkit.backends import (
     save_checkpoint,
     save_every_due,
 )
-from expkit.batching import epoch_sampler, steps_per_epoch
+from expkit.batching import epoch_sampler
 from expkit.errors import ConfigError
 from expkit.loss import forward_loss
 
@@ -282,10 +282,7 @@ def _callback_class() -> type:
             self.step_value = 0.0
             self.skipped = False
             self.save_at_epoch_end = False
-            t = job.cfg.trainer
-            self.per_epoch = steps_per_epoch(
-                len(job.datasets["train"]), t.batch_size, t.grad_accum_steps
-            )
+            self.per_epoch = job.steps_per_epoch
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.max_steps != self.job.total_steps:  # the two backends' step counts differ

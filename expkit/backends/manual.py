@@ -15,7 +15,7 @@ from expkit.backends import (
     save_checkpoint,
     save_every_due,
 )
-from expkit.batching import epoch_sampler, step_windows, steps_per_epoch, train_loader
+from expkit.batching import epoch_sampler, step_windows, train_loader
 from expkit.loss import forward_loss
 
 
@@ -96,7 +96,7 @@ def train(job: TrainJob) -> dict[str, float]:
         train_set, job.collator, t.batch_size, sampler, t.num_workers,
         pin_memory=device.type == "cuda",
     )  # fmt: skip
-    per_epoch = steps_per_epoch(len(train_set), t.batch_size, accum)
+    per_epoch = job.steps_per_epoch
     has_dev = "dev" in job.datasets
     max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
     p = Progress()
