@@ -32,11 +32,15 @@ class EpochSampler:
         seed: int,
         lengths: list[int] | None = None,
         batch_size: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.lengths = lengths
         self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self._skip = 0
 
@@ -48,10 +52,10 @@ class EpochSampler:
         self._skip = count
 
     def __len__(self) -> int:
-        return self.num_samples
+        return math.ceil(self.num_samples / self.world_size)
 
     def order(self) -> list[int]:
-        """This epoch's order of example indices."""
+        """This epoch's order of example indices (all processes')."""
         import torch
 
         generator = torch.Generator()
@@ -66,15 +70,37 @@ class EpochSampler:
             out += sorted(indices[start : start + size], key=lambda i: -lengths[i])
         return out
 
+    def shard(self) -> list[int]:
+        """This process's examples: every world_size-th of the epoch's order, from its rank, the
+        order padded from its start to a multiple of world_size (as DistributedSampler does).
+        Batch b of each rank together are batch b of one process with world_size x the batch."""
+        order = self.order()
+        if self.world_size == 1:
+            return order
+        pad = -len(order) % self.world_size
+        order += (order * (pad // max(len(order), 1) + 1))[:pad]
+        return order[self.rank :: self.world_size]
+
     def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0
-        yield from self.order()[skip:]
+        yield from self.shard()[skip:]
 
 
-def epoch_sampler(dataset: Any, seed: int, batch_size: int, group_by_length: bool) -> EpochSampler:
-    """The training order of both backends (lengths read once when grouping by length)."""
+def epoch_sampler(
+    dataset: Any,
+    seed: int,
+    batch_size: int,
+    group_by_length: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> EpochSampler:
+    """The training order of both backends (lengths read once when grouping by length).
+
+    The manual loop shards it per process (rank, world_size); the Trainer gets it whole and
+    accelerate deals its batches out to the processes.
+    """
     lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
-    return EpochSampler(len(dataset), seed, lengths, batch_size)
+    return EpochSampler(len(dataset), seed, lengths, world_size * batch_size, rank, world_size)
 
 
 def train_loader(
@@ -98,9 +124,13 @@ def train_loader(
     )
 
 
-def steps_per_epoch(num_examples: int, batch_size: int, accum: int) -> int:
-    """Optimizer steps per epoch: micro-batches in windows of `accum`, the last maybe shorter."""
-    return max(1, math.ceil(math.ceil(num_examples / batch_size) / accum))
+def steps_per_epoch(num_examples: int, batch_size: int, accum: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: micro-batches in windows of `accum`, the last maybe shorter.
+
+    With several processes each takes every `world_size`-th example (or batch, under
+    accelerate): ceil(N / (batch x world)) micro-batches each, either way.
+    """
+    return max(1, math.ceil(math.ceil(num_examples / (batch_size * world_size)) / accum))
 
 
 def step_windows(

@@ -151,7 +151,12 @@ def rng_state() -> dict[str, Any]:
     return states
 
 
-def restore_rng(path: Path) -> None:
+def rng_file(rank: int, world_size: int) -> str:
+    """The Trainer's names: rng_state.pth for one process, rng_state_<rank>.pth for several."""
+    return RNG if world_size == 1 else f"rng_state_{rank}.pth"
+
+
+def restore_rng(path: Path, rank: int = 0, world_size: int = 1) -> None:
     """Set every RNG from the checkpoint's rng_state.pth (weights_only: no arbitrary objects)."""
     import random
 
@@ -160,7 +165,7 @@ def restore_rng(path: Path) -> None:
     from transformers.trainer_pt_utils import safe_globals  # numpy's state types, allow-listed
 
     with safe_globals():
-        states = torch.load(Path(path) / RNG, weights_only=True)
+        states = torch.load(Path(path) / rng_file(rank, world_size), weights_only=True)
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.random.set_rng_state(states["cpu"])
@@ -203,6 +208,7 @@ def _write_files(
     scaler: Any,
     state: dict[str, Any],
     trainer_state: str | None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> None:
     import torch
 
@@ -214,7 +220,9 @@ def _write_files(
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     if scaler is not None and scaler.is_enabled():
         torch.save(scaler.state_dict(), folder / "scaler.pt")
-    torch.save(rng_state(), folder / RNG)
+    every = rng_states or [rng_state()]  # one per process
+    for rank, states in enumerate(every):
+        torch.save(states, folder / rng_file(rank, len(every)))
     if trainer_state is not None:
         (folder / "trainer_state.json").write_text(trainer_state, encoding="utf-8")
     (folder / STATE).write_text(json.dumps({**state, "format": FORMAT}, indent=1), "utf-8")
@@ -240,6 +248,7 @@ def save(
     state: dict[str, Any],
     keep: int,
     trainer_state: str | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write `checkpoints/step_<step>` atomically; keep the newest `keep` (0: all).
 
@@ -254,7 +263,7 @@ def save(
         _remove_stale(folder)
         tmp.mkdir()
         _write_files(tmp, model, optimizer, scheduler, scaler, {**state, "step": step},
-                     trainer_state)  # fmt: skip
+                     trainer_state, rng_states)  # fmt: skip
         files = {}
         for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync(file)

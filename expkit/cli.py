@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from expkit.distributed import world
 from expkit.errors import ExpkitError
 from expkit.schema import register_configs
 
@@ -93,11 +94,15 @@ def _install_error_reporter() -> None:
             from expkit.sweep import abort_active
 
             abort_active("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            # every process of a launch meets the same bad input: one of them says so
+            say = world().is_main
             if isinstance(exc, ExpkitError):
-                sys.stderr.write(f"expkit: error: {exc}\n")
+                if say:
+                    sys.stderr.write(f"expkit: error: {exc}\n")
                 sys.exit(2)
             if isinstance(exc, (HydraException, OmegaConfBaseException)):
-                sys.stderr.write(f"expkit: config error: {_one_line(exc)}\n")
+                if say:
+                    sys.stderr.write(f"expkit: config error: {_one_line(exc)}\n")
                 sys.exit(2)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
                 raise
@@ -172,7 +177,7 @@ def _print_job_config(overrides: list[str], resolve: bool) -> None:
     print(OmegaConf.to_yaml(_compose(overrides), resolve=resolve), end="")
 
 
-def _check_before_launch(overrides: list[str]) -> None:
+def _check_before_launch(overrides: list[str]) -> str:
     """A single run's config, composed and validated before Hydra sets up the job: a bad value
     answers at once and leaves no run dir behind.
 
@@ -186,10 +191,16 @@ def _check_before_launch(overrides: list[str]) -> None:
 
     cfg = _compose(overrides, hydra_config=True)
     mode = cfg.hydra.mode
+    run_dir = str(cfg.hydra.run.dir)
     with open_dict(cfg):
         del cfg["hydra"]
     validate(cfg)
     Hydra.get_mode = lambda self, config_name, overrides: mode  # type: ignore[method-assign]
+    if world().active:  # every process of a torchrun launch trains in rank 0's run dir
+        from expkit.distributed import agree_on_run_dir
+
+        sys.argv += agree_on_run_dir(run_dir, str(cfg.trainer.device))
+    return run_dir
 
 
 def _quick_path(args: list[str]) -> bool:
@@ -207,9 +218,20 @@ def _quick_path(args: list[str]) -> bool:
     if flags[:2] == ["--cfg", "job"] and flags[2:] in ([], ["--resolve"]):
         hydra_utils.run_and_report(lambda: _print_job_config(overrides, flags[2:] != []))
         return True
-    if not flags and not any("," in a for a in overrides):  # a single run (no sweep syntax)
+    if world().active:  # one run in several processes (torchrun, accelerate launch)
+        if flags:
+            hydra_utils.run_and_report(lambda: _not_under_launcher(flags))
+        hydra_utils.run_and_report(lambda: _check_before_launch(overrides))
+    elif not flags and not any("," in a for a in overrides):  # a single run (no sweep syntax)
         hydra_utils.run_and_report(lambda: _check_before_launch(overrides))
     return False
+
+
+def _not_under_launcher(flags: list[str]) -> None:
+    raise ExpkitError(
+        f"{' '.join(flags)} cannot run under a distributed launcher (WORLD_SIZE="
+        f"{world().size}): a launch trains one run; sweep with `expkit -m` and a Hydra launcher"
+    )
 
 
 def expand_shorthands(args: list[str]) -> list[str]:

@@ -30,6 +30,7 @@ FREE = (
     "trainer.save_model",
     "trainer.device",
     "trainer.on_nan",
+    "trainer.log_all_ranks",
     "tracking",
     "resume",
     "objective",
@@ -80,6 +81,13 @@ def check_changes(
 
 def resume_command(overrides: list[str], run_dir: Path) -> str:
     """The command that continues this run from its newest checkpoint."""
+    from expkit.distributed import world
+
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "resume."))]
     args = [*kept, f"hydra.run.dir={run_dir}", "resume=auto"]
-    return "expkit " + " ".join(shlex.quote(a) for a in args)
+    here = world()
+    # a launch resumes under the same launcher, with as many processes
+    launcher = f"torchrun --nproc_per_node={here.local_size} -m expkit" if here.active else "expkit"
+    if here.active and here.size != here.local_size:
+        launcher = launcher.replace("torchrun", f"torchrun --nnodes={here.size // here.local_size}")
+    return launcher + " " + " ".join(shlex.quote(a) for a in args)

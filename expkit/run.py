@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 _VERSIONED = ("expkit", "torch", "transformers", "datasets", "mlflow", "hydra-core", "omegaconf")
 
 
-def plan_total_steps(num_train: int, trainer: DictConfig) -> int:
+def plan_total_steps(num_train: int, trainer: DictConfig, world_size: int = 1) -> int:
     """Optimizer steps: trainer.max_steps, or `epochs` epochs of steps (as the Trainer counts)."""
     from expkit.batching import steps_per_epoch
 
     if trainer.max_steps > 0:
         return int(trainer.max_steps)
-    per_epoch = steps_per_epoch(num_train, trainer.batch_size, trainer.grad_accum_steps)
+    per_epoch = steps_per_epoch(num_train, trainer.batch_size, trainer.grad_accum_steps, world_size)
     return max(1, math.ceil(trainer.epochs * per_epoch))
 
 
@@ -182,6 +182,7 @@ def run(
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
+    from expkit.distributed import world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
     from expkit.tracking import flatten, make_tracker, store_uri, write_run_pointer
     from expkit.validate import validate
@@ -190,6 +191,10 @@ def run(
         redact_file(run_dir / ".hydra" / record)
     recorded_overrides = [redact_override(o) for o in overrides]  # what we record, not run
     validate(cfg)
+    here = world()
+    from expkit.distributed import check_device
+
+    check_device(str(cfg.trainer.device), here)
     _absolute_paths(cfg, launch_dir)
     if cfg.tracking.backend == "mlflow":
         # absolute, and recorded in the params: one store whatever the cwd
@@ -201,10 +206,15 @@ def run(
     changes = (
         check_changes(resume, flatten(resolved), list(cfg.resume.allow_changes)) if resume else {}
     )
+    if resume is not None:
+        _check_world(resume, here.size)
     # started first: the store's set-up (in a child process) overlaps reading the data and
-    # importing torch; closed again, with no run opened, if anything below is wrong
+    # importing torch; closed again, with no run opened, if anything below is wrong.
+    # Rank 0 alone tracks: one MLflow run whatever the number of processes.
     tracker = make_tracker(
-        str(cfg.tracking.backend), cfg.tracking.uri, str(cfg.tracking.experiment)
+        str(cfg.tracking.backend) if here.is_main else "none",
+        cfg.tracking.uri,
+        str(cfg.tracking.experiment),
     )
     try:
         raw = load_raw(cfg.data)
@@ -215,7 +225,7 @@ def run(
                 f"loss.class_weights has {len(cfg.loss.class_weights)} values but the data has "
                 f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
             )
-        total_steps = plan_total_steps(raw.size("train"), cfg.trainer)
+        total_steps = plan_total_steps(raw.size("train"), cfg.trainer, here.size)
         from expkit.optim import warmup_steps
 
         warmup = warmup_steps(cfg.scheduler, total_steps)
@@ -241,18 +251,21 @@ def run(
         import transformers  # noqa: F401
 
         from expkit.device import check_precision, resolve_device
+        from expkit.distributed import device_for, setup
 
-        device = resolve_device(str(cfg.trainer.device))
+        device = device_for(resolve_device(str(cfg.trainer.device)), here)
         check_precision(str(cfg.trainer.precision), device)
+        setup(str(cfg.trainer.device))  # joined already when the CLI launched the run
         from expkit.backends import check_backend
 
         check_backend(cfg, device)
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
-        (run_dir / "overrides.yaml").write_text(
-            OmegaConf.to_yaml(recorded_overrides), encoding="utf-8"
-        )
+        if here.is_main:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved), encoding="utf-8")
+            (run_dir / "overrides.yaml").write_text(
+                OmegaConf.to_yaml(recorded_overrides), encoding="utf-8"
+            )
     except BaseException:
         with suppress(Exception):
             tracker.end()
@@ -287,9 +300,10 @@ def run(
                 tracker.close_orphans(str(run_dir))
             if resume is None:
                 tracker.log_params(flatten(resolved))
-            tracker.log_artifact(run_dir / "config.yaml")
-            tracker.log_artifact(run_dir / "overrides.yaml")
-            meta = {"run_id": tracker.run_id, "config": flatten(resolved)}
+            if here.is_main:
+                tracker.log_artifact(run_dir / "config.yaml")
+                tracker.log_artifact(run_dir / "overrides.yaml")
+            meta = {"run_id": tracker.run_id, "config": flatten(resolved), "world_size": here.size}
             metrics = _train(
                 cfg, raw, total_steps, device, tracker, run_dir, launch_dir, resume, meta
             )
@@ -303,7 +317,8 @@ def run(
                 tracker.set_tags({"expkit.error": redact_text(f"{type(exc).__name__}: {exc}")})
             raise
         finally:
-            _log_run_log(tracker, run_dir)
+            if here.is_main:
+                _log_run_log(tracker, run_dir)
             tracker.end(status)
 
 
@@ -322,6 +337,7 @@ def _train(
 
     from expkit.backends import TrainJob, get_backend
     from expkit.data import make_collator, tokenize
+    from expkit.distributed import world
     from expkit.freeze import apply_freeze
     from expkit.loss import build_loss
     from expkit.metrics import classification_metrics
@@ -337,6 +353,7 @@ def _train(
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
     t = cfg.trainer
+    here = world()
     derived = {
         "num_labels": raw.num_labels,
         "label_names": ",".join(raw.label_names),
@@ -344,18 +361,21 @@ def _train(
         "dev_examples": raw.size("dev"),
         "test_examples": raw.size("test"),
         "total_steps": total_steps,
-        "effective_batch_size": t.batch_size * t.grad_accum_steps,
+        "effective_batch_size": t.batch_size * t.grad_accum_steps,  # per process
+        "world_size": here.size,
+        "global_batch_size": t.batch_size * t.grad_accum_steps * here.size,
         **counts,
     }
     if resume is None:  # a resumed run has them (a changed value is in expkit.resume_changes)
         tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
     log.info(
         "%s%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
-        "accumulation %d); %d of %d parameters trainable",
+        "accumulation %d x %d processes); %d of %d parameters trainable",
         cfg.model.name_or_path, " (random weights)" if cfg.model.init == "random" else "",
         cfg.data.name, raw.size("train"), raw.size("dev"),
-        raw.size("test"), raw.num_labels, total_steps, derived["effective_batch_size"],
-        t.batch_size, t.grad_accum_steps, counts["trainable_params"], counts["total_params"],
+        raw.size("test"), raw.num_labels, total_steps, derived["global_batch_size"],
+        t.batch_size, t.grad_accum_steps, here.size, counts["trainable_params"],
+        counts["total_params"],
     )  # fmt: skip
 
     def compute_metrics(predictions: Any, labels: Any) -> dict[str, float]:
@@ -378,10 +398,13 @@ def _train(
         resume=resume,
         checkpoint_meta=checkpoint_meta or {},
         stop=GracefulStop(),
+        world=here,
     )
     # the same RNG state at the first step whatever the backend (the Trainer seeds itself so too)
     set_seed(int(cfg.seed))
     metrics = get_backend(str(t.backend))(job)
+    if not here.is_main:  # rank 0 writes the records
+        return metrics
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     tracker.log_artifact(run_dir / "metrics.json")
@@ -392,6 +415,16 @@ def _train(
     print(_summary_table(metrics))
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics
+
+
+def _check_world(resume: Any, size: int) -> None:
+    """A checkpoint's data position is per process: it resumes with as many processes."""
+    saved = int(resume.state.get("world_size", 1))
+    if saved != size:
+        raise ConfigError(
+            f"resume: checkpoint {resume.path} was written by a run of {saved} process(es) and "
+            f"this one has {size}; relaunch with {saved} (e.g. torchrun --nproc_per_node={saved})"
+        )
 
 
 def _say_how_to_resume(run_dir: Path, overrides: list[str]) -> None:
@@ -412,8 +445,11 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from expkit.distributed import quiet_other_ranks, world
     from expkit.errors import ExpkitError
 
+    here = world()
+    quiet_other_ranks(here, bool(cfg.trainer.log_all_ranks))
     hc = HydraConfig.get()
     run_dir, launch_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
     overrides = list(hc.overrides.task)
@@ -424,11 +460,13 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg, run_dir=run_dir, launch_dir=launch_dir, overrides=overrides)
     except KeyboardInterrupt:
-        _say_how_to_resume(run_dir, overrides)
+        if here.is_main:
+            _say_how_to_resume(run_dir, overrides)
         raise
     except ExpkitError as exc:
         # one line, before Hydra adds its own "Error executing job" banner around it
-        sys.stderr.write(f"expkit: error: {exc}\n")
+        if here.is_main:
+            sys.stderr.write(f"expkit: error: {exc}\n")
         raise SystemExit(2) from None
     value = metrics.get(str(cfg.objective.metric))
     return None if value is None else float(value)

@@ -111,6 +111,7 @@ class TrainerConfig:
     keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
     on_nan: str = "stop"  # a NaN / inf loss: stop (run FAILED) | skip (drop that step's update)
     compile: bool = False  # torch.compile the model for training
+    log_all_ranks: bool = False  # under torchrun: INFO logs from every process, not rank 0 only
     # extra TrainingArguments for trainer=hf (e.g. {dataloader_pin_memory: false}); checked
     # against TrainingArguments before training; empty for the manual loop
     hf_args: dict[str, Any] = field(default_factory=dict)

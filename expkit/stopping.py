@@ -45,9 +45,9 @@ class GracefulStop:
         )  # fmt: skip
 
     def stop(self) -> None:
-        """Raise what the signal would have raised (the run ends KILLED)."""
-        assert self.signum is not None
-        raise interruption(self.signum)
+        """Raise what the signal would have raised (the run ends KILLED); SIGTERM's when another
+        process of the run got the signal and this one did not."""
+        raise interruption(self.signum if self.signum is not None else signal.SIGTERM)
 
     def __enter__(self) -> GracefulStop:
         try:

@@ -81,3 +81,36 @@ def test_planned_steps_are_the_trainers_count(examples, batch, accum, epochs):
     assert plan_total_steps(examples, trainer) == math.ceil(epochs * per_epoch)
     trainer.max_steps = 11
     assert plan_total_steps(examples, trainer) == 11
+
+
+@pytest.mark.parametrize("num", [64, 61])
+@pytest.mark.parametrize("lengths", [None, "random"])
+def test_each_process_takes_its_part_of_every_batch(num, lengths):
+    """Batch b of each of W processes together is batch b of one process with W x the batch."""
+    gen = torch.Generator().manual_seed(0)
+    lens = torch.randint(1, 50, (num,), generator=gen).tolist() if lengths else None
+    world, batch = 2, 4
+    whole = EpochSampler(num, seed=3, lengths=lens, batch_size=world * batch)
+    parts = [EpochSampler(num, 3, lens, world * batch, rank, world) for rank in range(world)]
+    for sampler in (whole, *parts):
+        sampler.set_epoch(1)
+    order, shards = list(whole), [list(p) for p in parts]
+    assert all(
+        len(s) == len(p) == math.ceil(num / world) for s, p in zip(shards, parts, strict=True)
+    )
+    for b in range(math.ceil(num / (world * batch)) - 1):  # every full batch
+        together = sorted(i for s in shards for i in s[b * batch : (b + 1) * batch])
+        assert together == sorted(order[b * world * batch : (b + 1) * world * batch])
+    covered = {i for s in shards for i in s}
+    assert covered == set(range(num))  # none missed; an odd count pads one repeated example
+    assert sum(len(s) for s in shards) == num + (num % world)
+    # a resumed epoch skips the same batches on every process
+    parts[1].skip_next(batch * 3)
+    assert list(parts[1]) == shards[1][batch * 3 :]
+
+
+def test_steps_per_epoch_count_every_process():
+    # 61 examples, batch 4, two processes: ceil(61 / 8) = 8 micro-batches each
+    assert steps_per_epoch(61, 4, 1, world_size=2) == 8
+    assert steps_per_epoch(61, 4, 3, world_size=2) == 3
+    assert steps_per_epoch(61, 8, 1) == 8

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from expkit.distributed import World, all_gather
 from expkit.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class TrainJob:
     # written into every checkpoint: the MLflow run id, the store, the resolved config
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     stop: Any = None  # expkit.stopping.GracefulStop, entered around the training loop
+    world: World = field(default_factory=World)  # this process among the run's processes
 
     @property
     def steps_per_epoch(self) -> int:
@@ -58,7 +60,9 @@ class TrainJob:
         from expkit.batching import steps_per_epoch
 
         t = self.cfg.trainer
-        return steps_per_epoch(len(self.datasets["train"]), t.batch_size, t.grad_accum_steps)
+        return steps_per_epoch(
+            len(self.datasets["train"]), t.batch_size, t.grad_accum_steps, self.world.size
+        )
 
 
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
@@ -120,10 +124,14 @@ def save_checkpoint(
 ) -> None:
     """Checkpoint the job at `step`; a write that fails (disk full) is reported, training goes on.
 
-    The tracker is flushed first, so the store holds every value up to the checkpoint.
+    The tracker is flushed first, so the store holds every value up to the checkpoint. With
+    several processes every rank calls this (each hands over its RNG state) and rank 0 writes.
     """
-    from expkit.checkpoint import CheckpointNotSaved, save
+    from expkit.checkpoint import CheckpointNotSaved, rng_state, save
 
+    rng_states = all_gather(rng_state(), job.world) if job.world.active else None
+    if not job.world.is_main:
+        return
     job.tracker.try_flush()
     t = job.cfg.trainer
     epoch, in_epoch = divmod(step, job.steps_per_epoch)
@@ -140,7 +148,7 @@ def save_checkpoint(
         path = save(
             job.run_dir, step, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
             scaler=scaler, state=state, keep=int(job.cfg.trainer.keep_checkpoints),
-            trainer_state=trainer_state,
+            trainer_state=trainer_state, rng_states=rng_states,
         )  # fmt: skip
     except CheckpointNotSaved as exc:
         log.warning("%s", exc)

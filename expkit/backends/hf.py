@@ -32,6 +32,7 @@ from expkit.backends import (
     save_every_due,
 )
 from expkit.batching import epoch_sampler
+from expkit.distributed import barrier, step_sums
 from expkit.errors import ConfigError
 from expkit.loss import forward_loss
 
@@ -168,6 +169,9 @@ def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: 
         "remove_unused_columns": False,
         "torch_compile": bool(t.compile),
         "logging_nan_inf_filter": False,
+        # every trainable parameter gets a gradient (as in the manual loop's DDP): no extra
+        # pass over the graph per step; trainer.hf_args can turn it back on
+        "ddp_find_unused_parameters": False,
     }
     args.update(OmegaConf.to_container(t.hf_args, resolve=True))
     return TrainingArguments(**args)
@@ -222,7 +226,8 @@ def _trainer_class() -> type:
             self.loss_fn = loss_fn
             self.order_seed = order_seed
             self.group_by_length = group_by_length
-            self.samples_seen = 0
+            self.samples_seen = 0  # by all processes
+            self.step_samples = 0  # this process's, in the current optimizer step
             self.step_loss = 0.0  # the current optimizer step's loss, checked for NaN per step
             self.write_checkpoint: Any = None  # set by `train`: expkit's checkpoint writer
             super().__init__(*args, **kwargs)
@@ -251,7 +256,7 @@ def _trainer_class() -> type:
             self.write_checkpoint()
 
         def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
-            self.samples_seen += int(inputs["labels"].shape[0])
+            self.step_samples += int(inputs["labels"].shape[0])
             loss = super().training_step(model, inputs, *args, **kw)
             self.step_loss = self.step_loss + loss
             return loss
@@ -281,6 +286,7 @@ def _callback_class() -> type:
             self.start = self.mark = 0.0
             self.step_value = 0.0
             self.skipped = False
+            self.stopping = False  # a stop asked of any process (all agree at each step)
             self.save_at_epoch_end = False
             self.per_epoch = job.steps_per_epoch
 
@@ -294,8 +300,16 @@ def _callback_class() -> type:
             self.start = self.mark = time.perf_counter() - self.progress.train_seconds
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.step_value = float(self.trainer.step_loss)
-            self.trainer.step_loss = 0.0
+            trainer, here, stop = self.trainer, self.job.world, self.job.stop
+            self.step_value = float(trainer.step_loss)
+            samples, self.stopping = trainer.step_samples, bool(stop and stop.requested)
+            if here.active:  # the step's loss, samples and any stop request, over all processes
+                total, samples, asks = step_sums(
+                    [self.step_value, samples, float(self.stopping)], args.device, here
+                )
+                self.step_value, self.stopping = total / here.size, asks > 0
+            trainer.samples_seen += int(samples)
+            trainer.step_loss, trainer.step_samples = 0.0, 0
             self.skipped = False
             if not math.isfinite(self.step_value):  # before the update, as the manual loop
                 lr = self.job.scheduler.get_last_lr()[0]
@@ -310,8 +324,9 @@ def _callback_class() -> type:
                 p.window_steps += 1
             if state.global_step >= state.max_steps:
                 control.should_log = True  # the manual loop logs the last step too
-            stop = self.job.stop
-            if save_every_due(self.job, state.global_step) or (stop and stop.requested):
+            if not self.job.world.active:  # one process: a signal during this step counts too
+                self.stopping = self.stopping or bool(self.job.stop and self.job.stop.requested)
+            if save_every_due(self.job, state.global_step) or self.stopping:
                 # the Trainer saves after logging and evaluating; at an epoch's end it evaluates
                 # after this step's save point, so the checkpoint waits for the epoch's end
                 if state.global_step % self.per_epoch == 0:
@@ -439,7 +454,8 @@ def train(job: TrainJob) -> dict[str, float]:
         scaler = getattr(trainer.accelerator, "scaler", None)
         step = trainer.state.global_step
         save_checkpoint(job, step, scaler, callback.progress_now().as_dict(), trainer_state=state)
-        if stop.requested:
+        if callback.stopping:
+            barrier(job.world)  # no process leaves (and gets its launcher to kill) before the save
             stop.stop()
 
     trainer.write_checkpoint = write_checkpoint
@@ -452,6 +468,6 @@ def train(job: TrainJob) -> dict[str, float]:
         trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
     if "test" in job.datasets:
         trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
+    if job.world.is_main and output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()  # nothing was saved there: leave no empty folder behind
     return dict(callback.final)

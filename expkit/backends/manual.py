@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from expkit.backends import (
     save_every_due,
 )
 from expkit.batching import epoch_sampler, step_windows, train_loader
+from expkit.distributed import all_gather, barrier, step_sums
 from expkit.loss import forward_loss
 
 
@@ -41,15 +43,20 @@ def _autocast(precision: str, device: Any) -> Any:
 
 
 def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
-    """Loss and metrics on one split, in eval mode under inference_mode (S2)."""
+    """Loss and metrics on one split, in eval mode under inference_mode (S2).
+
+    With several processes each evaluates every world_size-th example and the predictions are
+    gathered: every example counted once, whether or not the split divides evenly.
+    """
     import numpy as np
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     model = job.model
-    loader = DataLoader(
-        job.datasets[split], batch_size=job.cfg.trainer.eval_batch_size, collate_fn=job.collator
-    )
+    data, here = job.datasets[split], job.world
+    if here.active:
+        data = Subset(data, range(here.rank, len(data), here.size))
+    loader = DataLoader(data, batch_size=job.cfg.trainer.eval_batch_size, collate_fn=job.collator)
     was_training = model.training
     model.eval()
     total_loss, count, preds, golds = 0.0, 0, [], []
@@ -64,7 +71,14 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
             preds.append(out.logits.argmax(-1).cpu().numpy())
             golds.append(batch["labels"].cpu().numpy())
     model.train(was_training)
-    metrics = job.compute_metrics(np.concatenate(preds), np.concatenate(golds))
+    preds_np = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    golds_np = np.concatenate(golds) if golds else np.zeros(0, dtype=np.int64)
+    if here.active:
+        parts = all_gather((preds_np, golds_np, total_loss, count), here)
+        preds_np = np.concatenate([part[0] for part in parts])
+        golds_np = np.concatenate([part[1] for part in parts])
+        total_loss, count = sum(part[2] for part in parts), sum(part[3] for part in parts)
+    metrics = job.compute_metrics(preds_np, golds_np)
     return {"loss": total_loss / max(count, 1), **metrics}
 
 
@@ -85,13 +99,26 @@ def train(job: TrainJob) -> dict[str, float]:
     autocast = _autocast(str(t.precision), device)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
+    here = job.world
     model, optimizer, scheduler = job.model.to(device), job.optimizer, job.scheduler
-    # the compiled module trains; checkpoints and evaluation use the model itself
-    forward = torch.compile(model) if t.compile else model
+    if job.resume is not None:  # before DDP, which starts every rank from rank 0's weights
+        checkpoint.load_model_weights(model, job.resume.path)
+    # the wrapped (DDP) and compiled module trains; checkpoints and evaluation use the model
+    ddp = None
+    if here.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = ddp if ddp is not None else model
+    forward = torch.compile(forward) if t.compile else forward
     params = [p for p in model.parameters() if p.requires_grad]
     accum = int(t.grad_accum_steps)
     train_set = job.datasets["train"]
-    sampler = epoch_sampler(train_set, job.cfg.seed, t.batch_size, job.cfg.data.group_by_length)
+    sampler = epoch_sampler(
+        train_set, job.cfg.seed, t.batch_size, job.cfg.data.group_by_length, here.rank, here.size
+    )
     loader = train_loader(
         train_set, job.collator, t.batch_size, sampler, t.num_workers,
         pin_memory=device.type == "cuda",
@@ -102,7 +129,6 @@ def train(job: TrainJob) -> dict[str, float]:
     p = Progress()
     first = 1
     if job.resume is not None:
-        checkpoint.load_model_weights(model, job.resume.path)
         checkpoint.load_training_state(job.resume.path, optimizer, scheduler, scaler)
         p = Progress(**job.resume.state["progress"])
         first = job.resume.step + 1
@@ -112,34 +138,45 @@ def train(job: TrainJob) -> dict[str, float]:
     # RNG before that draw at an epoch boundary, and after it inside an epoch (as the Trainer).
     restore_after_first_window = job.resume is not None and in_epoch > 0
     if job.resume is not None and in_epoch == 0:
-        checkpoint.restore_rng(job.resume.path)
+        checkpoint.restore_rng(job.resume.path, here.rank, here.size)
 
     model.train()  # from_pretrained returns the model in eval mode (S2)
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(total=job.total_steps, initial=first - 1, desc="train", unit="step",
-               disable=not t.progress or None)  # fmt: skip
+               disable=not t.progress or not here.is_main or None)  # fmt: skip
     stop = job.stop or GracefulStop()
     start = time.perf_counter() - p.train_seconds
     with stop:
         for step in range(first, job.total_steps + 1):
             _epoch, window = next(windows)
             if restore_after_first_window:
-                checkpoint.restore_rng(job.resume.path)
+                checkpoint.restore_rng(job.resume.path, here.rank, here.size)
                 restore_after_first_window = False
             step_loss = torch.zeros((), device=device)
-            for batch in window:
+            step_samples = 0
+            for i, batch in enumerate(window):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with autocast():
-                    loss = forward_loss(forward, batch, job.loss_fn)[0]
-                # the mean over this step's micro-batches (an epoch's last step may have fewer)
-                loss = loss / len(window)
-                scaler.scale(loss).backward()
+                # gradients are averaged across processes once per step, at its last micro-batch
+                sync = ddp is None or i == len(window) - 1
+                with contextlib.nullcontext() if sync else ddp.no_sync():
+                    with autocast():
+                        loss = forward_loss(forward, batch, job.loss_fn)[0]
+                    # the mean over this step's micro-batches (an epoch's last may have fewer)
+                    loss = loss / len(window)
+                    scaler.scale(loss).backward()
                 step_loss += loss.detach()
-                p.samples += batch["labels"].shape[0]
+                step_samples += batch["labels"].shape[0]
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             value = float(step_loss)
+            stopping = stop.requested
+            if here.active:  # the step's loss, samples and any stop request, over all processes
+                total, samples, asks = step_sums(
+                    [value, step_samples, float(stopping)], device, here
+                )
+                value, step_samples, stopping = total / here.size, int(samples), asks > 0
+            p.samples += step_samples
             skipped = not math.isfinite(value) and nan_policy(job, step, value, lr, p)
             if skipped:  # no update from this batch (the optimizer skips parameters without grads)
                 optimizer.zero_grad(set_to_none=True)
@@ -171,11 +208,14 @@ def train(job: TrainJob) -> dict[str, float]:
                 job.tracker.log_metrics(metrics, step=step)
                 p.metrics.update(metrics)
                 log_evaluation(step, metrics)
-            if save_every_due(job, step) or stop.requested:
+            # one process: a signal during this step's evaluation counts too
+            stopping = stopping or (not here.active and stop.requested)
+            if save_every_due(job, step) or stopping:
                 p.train_seconds = time.perf_counter() - start
                 save_checkpoint(job, step, scaler, p.as_dict())
-            if stop.requested:
-                stop.stop()
+            if stopping:
+                barrier(here)  # no process leaves (and gets its launcher to kill) before the save
+                stop.stop()  # a process that got no signal itself stops as if sent SIGTERM
     runtime = time.perf_counter() - start - p.eval_seconds  # the training loop only
     bar.close()
     final = dict(p.metrics)

@@ -1,0 +1,180 @@
+"""Several processes, one run: the process group a launcher (torchrun, accelerate launch) asks
+for, and the few collectives the run needs.
+
+The launcher's environment says where this process stands (RANK, LOCAL_RANK, WORLD_SIZE);
+expkit starts the process group from it (gloo for CPU tensors, nccl for CUDA ones) and adds
+nothing of its own: DistributedDataParallel trains, torch.distributed reduces. Rank 0 alone
+writes the run dir's records, the MLflow run and the checkpoints.
+
+`World` and `world()` import nothing heavy (the CLI asks them before torch is needed).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from expkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of one run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """From the launcher's environment (torchrun and accelerate set these); one process if unset."""
+    env = os.environ
+    size = int(env.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return World()
+    return World(
+        rank=int(env.get("RANK", "0")),
+        local_rank=int(env.get("LOCAL_RANK", "0")),
+        size=size,
+        local_size=int(env.get("LOCAL_WORLD_SIZE", str(size))),
+    )
+
+
+def check_device(name: str, here: World) -> None:
+    """Several processes on one machine share its GPUs by LOCAL_RANK: a fixed index would put
+    them all on one device."""
+    if here.active and name.startswith("cuda:"):
+        raise ConfigError(
+            f"trainer.device={name} names one GPU but this run has {here.size} processes; use "
+            "trainer.device=cuda or auto (each process takes cuda:LOCAL_RANK)"
+        )
+
+
+def _uses_cuda(device_name: str) -> bool:
+    import torch
+
+    return device_name in ("auto", "cuda") and torch.cuda.is_available()
+
+
+def setup(device_name: str) -> World:
+    """Join the process group of this run (once; later calls return at once).
+
+    gloo carries CPU tensors (and the small objects the run exchanges); nccl carries CUDA
+    tensors when the run trains on GPUs, each process on cuda:LOCAL_RANK.
+    """
+    import torch
+    import torch.distributed as dist
+
+    here = world()
+    if not here.active or dist.is_initialized():
+        return here
+    backend = "gloo"
+    if _uses_cuda(device_name):
+        torch.cuda.set_device(here.local_rank)
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend=backend)
+    atexit.register(_teardown)
+    return here
+
+
+def _teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(device: Any, here: World) -> Any:
+    """Each process its own GPU (cuda:LOCAL_RANK); the CPU is shared."""
+    import torch
+
+    if here.active and device.type == "cuda":
+        return torch.device("cuda", here.local_rank)
+    return device
+
+
+def broadcast(value: Any, here: World) -> Any:
+    """Rank 0's `value`, on every rank."""
+    if not here.active:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(value: Any, here: World) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not here.active:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * here.size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def barrier(here: World) -> None:
+    if here.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def step_sums(values: list[float], device: Any, here: World) -> list[float]:
+    """Sum a few numbers over the ranks in one all-reduce (one collective per step)."""
+    if not here.active:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def quote_override(value: str) -> str:
+    """A value as a Hydra override can carry it (quoted, so any path survives the parser)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def agree_on_run_dir(run_dir: str, device_name: str) -> list[str]:
+    """The overrides that make every rank of a launch use rank 0's run dir (Hydra would give
+    each process its own time-stamped one), and keep the other ranks from writing Hydra's
+    records and log file into it."""
+    here = setup(device_name)
+    agreed = broadcast(run_dir, here)
+    args = [f"hydra.run.dir={quote_override(agreed)}"]
+    if not here.is_main:
+        args += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]"]
+    return args
+
+
+def quiet_other_ranks(here: World, log_all_ranks: bool) -> None:
+    """Ranks other than 0 log warnings and errors only, unless asked (trainer.log_all_ranks);
+    when they do log, each line says which rank wrote it."""
+    import logging
+
+    if here.is_main:
+        return
+    root = logging.getLogger()
+    if log_all_ranks:
+        for handler in root.handlers:
+            fmt = handler.formatter._fmt if handler.formatter else "%(message)s"
+            handler.setFormatter(logging.Formatter(f"[rank {here.rank}] {fmt}"))
+        return
+    root.setLevel(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
