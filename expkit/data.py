@@ -84,24 +84,26 @@ def _label_ids(values: list[Any], names: list[str], source: str) -> list[int]:
 
 def _columns(rows: list[dict[str, Any]], columns: list[str], cfg: DictConfig, source: str):
     """Pull the text and label columns out of the rows, naming what is missing."""
-    for name in [*cfg.text_fields, cfg.label_field]:
+    # plain values: a config lookup per row would cost more than reading the file
+    text_fields, label_field = [str(f) for f in cfg.text_fields], str(cfg.label_field)
+    for name in [*text_fields, label_field]:
         if name not in columns:
-            what = "label column" if name == cfg.label_field else "text column"
-            key = "data.label_field" if name == cfg.label_field else "data.text_fields"
+            what = "label column" if name == label_field else "text column"
+            key = "data.label_field" if name == label_field else "data.text_fields"
             raise DataError(
                 f"{source} has no {what} '{name}' ({key}); its columns are: {', '.join(columns)}"
             )
     texts = []
-    for name in cfg.text_fields:
+    for name in text_fields:
         col = [r[name] for r in rows]
         if any(v is None for v in col):
             row = next(i for i, v in enumerate(col, start=1) if v is None)
             raise DataError(f"{source}: data row {row} has no value for text column '{name}'")
         texts.append([v if isinstance(v, str) else str(v) for v in col])
-    labels = [r[cfg.label_field] for r in rows]
+    labels = [r[label_field] for r in rows]
     for row, value in enumerate(labels, start=1):
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{source}: data row {row} has no label ('{cfg.label_field}')")
+            raise DataError(f"{source}: data row {row} has no label ('{label_field}')")
     return texts, labels
 
 
