@@ -160,9 +160,10 @@ def _help(overrides: list[str]) -> None:
     cfg = _compose(overrides)
     texts = OmegaConf.load(config_dir() / "config.yaml").hydra.help
     groups = []
-    for folder in sorted(p for p in config_dir().iterdir() if p.is_dir()):
+    for folder in sorted(p for p in config_dir().rglob("*") if p.is_dir()):
         options = sorted(f.stem for f in folder.glob("*.yaml"))
-        groups.append(f"{folder.name}: {', '.join(options)}")
+        if options:  # hydra/launcher: the launcher presets
+            groups.append(f"{folder.relative_to(config_dir()).as_posix()}: {', '.join(options)}")
     print(
         f"{texts.header}== Config groups (group=option) ==\n" + "\n".join(groups)
         + "\n\n== The composed config (override any key: key=value) ==\n"

@@ -51,6 +51,21 @@ def world() -> World:
     )
 
 
+def join_submitit_tasks() -> None:
+    """The tasks of one submitit job (hydra.launcher.tasks_per_node > 1, one per GPU) are the
+    processes of one run. submitit sets no RANK / WORLD_SIZE: its TorchDistributedEnvironment
+    derives them from the job's (SLURM's, or the local executor's) variables."""
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    try:
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        return
+    if JobEnvironment().num_tasks > 1:
+        TorchDistributedEnvironment().export()
+
+
 def check_device(name: str, here: World) -> None:
     """Several processes on one machine share its GPUs by LOCAL_RANK: a fixed index would put
     them all on one device."""

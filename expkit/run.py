@@ -445,9 +445,10 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from expkit.distributed import quiet_other_ranks, world
+    from expkit.distributed import join_submitit_tasks, quiet_other_ranks, world
     from expkit.errors import ExpkitError
 
+    join_submitit_tasks()
     here = world()
     quiet_other_ranks(here, bool(cfg.trainer.log_all_ranks))
     hc = HydraConfig.get()

@@ -188,9 +188,9 @@ def _package_path(name: str) -> str:
     return str(Path(__file__).resolve().parent / name)
 
 
-# free-form sections whose keys are checked later, against their target (TrainingArguments):
-# a user writes trainer.hf_args.some_flag=1 without Hydra's "+" for a new key
-_PASS_THROUGH = ("hf_args",)
+# free-form sections whose keys are checked later, against their target (TrainingArguments,
+# sbatch): a user writes trainer.hf_args.some_flag=1 without Hydra's "+" for a new key
+_PASS_THROUGH = ("hf_args", "additional_parameters")
 
 
 def _open_pass_through(schema: type) -> Any:
@@ -199,6 +199,30 @@ def _open_pass_through(schema: type) -> Any:
         if key in node:
             OmegaConf.set_struct(node[key], False)
     return node
+
+
+def _register_launcher_schemas(cs: Any) -> None:
+    """The submitit plugin's typed schemas, under the names our presets extend.
+
+    conf/hydra/launcher/submitit_{slurm,local}.yaml name them in their defaults lists, so a
+    misspelled hydra.launcher key stays a config error. The plugin stores the same schemas under
+    those names, which Hydra would merge into our YAMLs by name (deprecated: a warning on every
+    run, and a merge error once Hydra's plugin scan has redefined the classes); so the scan runs
+    first (Hydra runs it anyway, once per process) and the plugin's entries are dropped.
+    """
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    try:
+        from hydra_plugins.hydra_submitit_launcher import config as submitit
+    except ImportError:  # a dependency; without it, hydra/launcher=submitit_* says it is missing
+        return
+    launchers = cs.repo.get("hydra", {}).get("launcher", {})
+    for name, node in (("submitit_slurm", submitit.SlurmQueueConf),
+                       ("submitit_local", submitit.LocalQueueConf)):  # fmt: skip
+        launchers.pop(f"{name}.yaml", None)
+        node = _open_pass_through(node)  # hydra.launcher.additional_parameters.KEY=...
+        cs.store(group="hydra/launcher", name=f"schema_{name}", node=node, provider="expkit")
 
 
 _registered = False
@@ -216,6 +240,7 @@ def register_configs() -> None:
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=_open_pass_through(node))
+    _register_launcher_schemas(cs)
     OmegaConf.register_new_resolver("package_model_dir", _package_model_dir, replace=True)
     OmegaConf.register_new_resolver("expkit_path", _package_path, replace=True)
     # cached, and Hydra copies the cache into every job's config: one value per launch

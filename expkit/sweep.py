@@ -98,14 +98,32 @@ class SweepCallback(Callback):
         self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._open_parent(config)
+        except ExpkitError as exc:
+            # Hydra turns a callback's exception into a warning and launches the jobs anyway:
+            # stop here, before any job, with the one-line error
+            sys.stderr.write(f"expkit: error: {exc}\n")
+            raise SystemExit(2) from None
+
+    def _open_parent(self, config: DictConfig) -> None:
+        from expkit.tracking import bound_http_retries
         from expkit.validate import validate_objective
 
+        bound_http_retries()  # the jobs inherit them: launched here, or by SLURM's sbatch
         validate_objective(config)
         self.uri = _tracking_uri(config)
         if self.uri is None:
             return
-        from expkit.tracking import clean_tags, ensure_experiment, log_params, mlflow_client
+        from expkit.tracking import (
+            check_server,
+            clean_tags,
+            ensure_experiment,
+            log_params,
+            mlflow_client,
+        )
 
+        check_server(self.uri)  # a server that is down: one line now, not one per job
         client = mlflow_client(self.uri)
         experiment_id = ensure_experiment(client, self.uri, str(config.tracking.experiment))
         key = sweep_key(config)
@@ -219,10 +237,12 @@ def run_job(
     cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str], job_num: int
 ) -> float:
     """One job of a sweep: a child run; returns the objective (NaN if the job failed)."""
+    from expkit.distributed import world
     from expkit.run import RunHandle, run, run_name
 
     metric = str(cfg.objective.metric)
     parent_id = os.environ.get(PARENT_ENV)
+    main = world().is_main  # a job of several processes: rank 0 records it
     key = job_key(overrides)
     own = _plain(overrides)
     if parent_id and cfg.resume.checkpoint == "auto" and cfg.tracking.backend == "mlflow":
@@ -232,8 +252,11 @@ def run_job(
         done = _finished_child(mlflow_client(uri), parent_id, key)
         if done is not None:
             log.info("job #%d skipped: FINISHED before, in run %s", job_num, done.info.run_id)
-            print(f"job #{job_num} ({' '.join(own)}): skipped, FINISHED in run {done.info.run_id}")
-            write_run_pointer(run_dir, done.info.run_id, uri, skipped=True)
+            if main:
+                print(
+                    f"job #{job_num} ({' '.join(own)}): skipped, FINISHED in run {done.info.run_id}"
+                )
+                write_run_pointer(run_dir, done.info.run_id, uri, skipped=True)
             return float(done.data.metrics.get(metric, math.nan))
     tags = {"expkit.job_num": str(job_num), "expkit.job_key": key}
     if parent_id:
@@ -250,7 +273,7 @@ def run_job(
         error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ExpkitError) else str(exc)
         log.error("job #%d failed: %s", job_num, error)
         print(f"job #{job_num} ({' '.join(own)}): FAILED: {error}", file=sys.stderr)
-        if handle.run_id is None and parent_id and cfg.tracking.backend == "mlflow":
+        if main and handle.run_id is None and parent_id and cfg.tracking.backend == "mlflow":
             _record_failed_job(cfg, launch_dir, run_dir, run_name(cfg, named), tags, own, error)
         return math.nan
     value = metrics.get(metric)

@@ -213,13 +213,14 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
                 return
 
     threading.Thread(target=read, daemon=True).start()
+    from expkit.tracking import MLflowTracker, bound_http_retries
+
+    bound_http_retries()  # before mlflow reads them: a server that is gone costs seconds
     # mlflow is imported at once (the slow part, overlapping the parent's work); the store is
     # opened at the first call, which the parent makes only once its checks have passed, so a
-    # config error touches no store
+    # config error touches no store (and a server that is down fails the run before it opens)
     import mlflow.entities
     import mlflow.tracking  # noqa: F401
-
-    from expkit.tracking import MLflowTracker
 
     tracker: Any = None
     setup_error: BaseException | None = None
@@ -269,7 +270,8 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
                     os.nice(_NICE)  # set-up done: from now on the trainer comes first
         except BaseException as exc:
             reply = ("reply", False, _picklable(exc))
-            if name not in _ANSWERED and deferred is None:
+            # the set-up error is told at every call that answers: not again at the end
+            if name not in _ANSWERED and deferred is None and exc is not setup_error:
                 deferred = exc
         if name in _ANSWERED:
             send(reply)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from expkit.errors import ConfigError
+from expkit.errors import ConfigError, ExpkitError
+from expkit.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +173,89 @@ class RetryingClient:
         return call
 
 
+# MLflow's own HTTP retries (7, backoff factor 2, 120 s timeout) take minutes against a server
+# that is gone; expkit retries itself, so each request gets a short budget. Set with setdefault
+# wherever mlflow is used (the tracker process, a sweep's launcher): a user's own value wins.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",  # seconds per request (connect, and each read)
+}
+PROBE_SECONDS = 10.0  # the tracking server's /health must answer within this
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def bound_http_retries() -> None:
+    """MLflow's HTTP retries bounded to seconds, unless the environment says otherwise."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    # one message of ours names a store that is down, not one line per connection retry
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+class TrackingServerError(ExpkitError):
+    """The MLflow tracking server at tracking.uri does not answer."""
+
+
+def check_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """One GET of an http(s) tracking server's /health: a server that is down, or a wrong
+    address, is one clear error at once instead of MLflow's retries and a traceback."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import threading
+
+    outcome: list[str | None] = []
+    # a thread, so a resolver that hangs (not bounded by the request's timeout) is bounded too
+    probe = threading.Thread(target=lambda: outcome.append(_probe(uri, timeout)), daemon=True)
+    probe.start()
+    probe.join(timeout + 1)
+    failure = outcome[0] if outcome else f"no answer within {timeout:g} s"
+    if failure is not None:
+        raise TrackingServerError(
+            f"cannot reach the MLflow tracking server at {redact_text(uri)} ({failure}); is it "
+            "running? Start one with `mlflow server --host 0.0.0.0 --port 5000 ...`, or set "
+            "tracking.uri (or MLFLOW_TRACKING_URI) to its address"
+        )
+
+
+def _probe(uri: str, timeout: float) -> str | None:
+    """None if the server answered, else what failed, in a few words."""
+    import requests  # mlflow's HTTP client: the same proxy settings (HTTPS_PROXY, NO_PROXY)
+
+    # the TLS settings MLflow's own requests use
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or verify
+    cert = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None
+    try:
+        answer = requests.get(
+            f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify, cert=cert
+        )
+    except requests.exceptions.SSLError as exc:
+        return f"TLS error: {_first_line(exc)}"
+    except requests.exceptions.Timeout:
+        return f"no answer within {timeout:g} s"
+    except requests.exceptions.ConnectionError as exc:
+        text = str(exc)
+        if "NameResolutionError" in text or "Failed to resolve" in text:
+            return "host name not found"
+        errno = _ERRNO.search(text)  # "[Errno 111] Connection refused" -> "connection refused"
+        return errno.group(1).strip().lower() if errno else _first_line(exc)
+    except requests.exceptions.RequestException as exc:  # a malformed URI
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    # MLflow serves /health (with --static-prefix too) to anyone; 404: not an MLflow server;
+    # 5xx: a gateway with nothing behind it. Other answers (an auth proxy's 401) count as up.
+    if answer.status_code == 404 or answer.status_code >= 500:
+        return f"/health answered {answer.status_code} {answer.reason}: not an MLflow server?"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def mlflow_client(uri: str) -> Any:
     """A retrying MlflowClient for `uri` (imports mlflow)."""
-    if uri.startswith(("http://", "https://")):
-        # MLflow's own HTTP retries take minutes against a server that is gone; expkit retries
-        # itself, so each request gets a short budget (a user's own setting wins)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        # one warning of ours names a store that is down, not one line per connection retry
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    bound_http_retries()
     from mlflow.tracking import MlflowClient
 
     return RetryingClient(MlflowClient(tracking_uri=uri))
@@ -193,7 +267,12 @@ def ensure_experiment(
     """Get the experiment by name or create it (another process may create it first)."""
     from mlflow.exceptions import MlflowException
 
-    found = client.get_experiment_by_name(name)
+    try:
+        found = client.get_experiment_by_name(name)
+    except MlflowException as err:  # the store's first request: a server that says no
+        if not uri.startswith(("http://", "https://")):
+            raise
+        raise TrackingServerError(_refusal(uri, err)) from None
     if found is None:
         if artifact_location is None and uri.startswith("sqlite:///"):
             # artifacts beside the .db file: MLflow's default is ./mlruns in the cwd
@@ -208,6 +287,19 @@ def ensure_experiment(
     if found.lifecycle_stage == "deleted":  # deleted in the UI: runs could not be created
         client.restore_experiment(found.experiment_id)
     return found.experiment_id
+
+
+def _refusal(uri: str, err: BaseException) -> str:
+    """One line for a tracking server that answers but refuses the first request."""
+    full = str(err)
+    if "Invalid Host header" in full:  # MLflow 3's servers accept localhost and private IPs only
+        hint = "start the server with --allowed-hosts naming the host in tracking.uri"
+    elif "error code 401" in full or "error code 403" in full:
+        hint = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+    else:
+        hint = "see the server's log"
+    where, what = redact_text(uri), _first_line(err)
+    return f"the MLflow tracking server at {where} refused the first request ({what}); {hint}"
 
 
 def log_params(client: Any, run_id: str, params: dict[str, object]) -> None:
@@ -239,6 +331,7 @@ class MLflowTracker:
     """
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        check_server(uri)  # a server that is down fails here, before a run could open
         self.client = mlflow_client(uri)
         self.uri = uri
         self.experiment_id = ensure_experiment(self.client, uri, experiment, artifact_location)
