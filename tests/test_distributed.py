@@ -200,3 +200,18 @@ def test_a_fixed_gpu_index_is_refused_with_several_processes():
     check_device("cuda", World(rank=1, local_rank=1, size=2, local_size=2))
     with pytest.raises(ConfigError, match=r"use trainer\.device=cuda or auto"):
         check_device("cuda:1", World(rank=1, local_rank=1, size=2, local_size=2))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_trainer_as_one_run(tmp_path):
+    """`accelerate launch --multi_gpu` starts its processes as torchrun does (on CPU: gloo)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes=2", "--num_machines=1", "--mixed_precision=no",
+           "--dynamo_backend=no", "--main_process_port=0", "-m", "expkit", "trainer=hf",
+           *COMMON, "trainer.batch_size=8"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, run = only_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.params["derived.world_size"] == "2"
+    assert [s for s, _ in history(client, run, "loss")] == list(range(1, 21))
