@@ -20,7 +20,7 @@ OPTIONS = {
     "trainer.precision=bf16": ["trainer.precision=bf16"],
     "model.attn_implementation=eager": ["model.attn_implementation=eager"],
     "trainer.compile=true": ["trainer.compile=true"],
-    "optimizer.fused=true": ["optimizer.fused=true"],
+    "optimizer.fused=false": ["optimizer.fused=false"],  # fused is the default
     "group_by_length + bf16": ["data.group_by_length=true", "trainer.precision=bf16"],
 }
 

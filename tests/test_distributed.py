@@ -215,3 +215,36 @@ def test_accelerate_launch_runs_the_trainer_as_one_run(tmp_path):
     client, run = only_run(tmp_path)
     assert run.info.status == "FINISHED" and run.data.params["derived.world_size"] == "2"
     assert [s for s, _ in history(client, run, "loss")] == list(range(1, 21))
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_process_at_one_step_with_one_checkpoint(tmp_path):
+    """torchrun passes SIGTERM to its workers; they agree on the step to stop after (each may
+    see the signal a step apart), rank 0 saves there, and the run is KILLED, resumable."""
+    args = [
+        "model=tiny", "trainer.max_steps=3000", "trainer.batch_size=8", "trainer.log_every=1",
+        "trainer.save_every=50", "trainer.progress=false", "trainer.save_model=false",
+        "hydra.run.dir=runs/term",
+    ]  # fmt: skip
+    run_dir = tmp_path / "runs" / "term"
+    proc = subprocess.Popen(_torchrun(args), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "step_50").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint at step 50"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    client, run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+    saved = sorted(int(p.name[5:]) for p in (run_dir / "checkpoints").iterdir())
+    stopped_at = saved[-1]
+    assert stopped_at > 50  # the checkpoint of the step the processes agreed to stop after
+    assert history(client, run, "loss")[-1][0] == stopped_at
+    assert f"checkpoint at step {stopped_at}" in stderr
+    assert "torchrun --nproc_per_node=2 -m expkit" in stderr  # how to go on
