@@ -178,7 +178,7 @@ def _print_job_config(overrides: list[str], resolve: bool) -> None:
     print(OmegaConf.to_yaml(_compose(overrides), resolve=resolve), end="")
 
 
-def _check_before_launch(overrides: list[str]) -> str:
+def _check_before_launch(overrides: list[str]) -> None:
     """A single run's config, composed and validated before Hydra sets up the job: a bad value
     answers at once and leaves no run dir behind.
 
@@ -201,7 +201,6 @@ def _check_before_launch(overrides: list[str]) -> str:
         from expkit.distributed import agree_on_run_dir
 
         sys.argv += agree_on_run_dir(run_dir, str(cfg.trainer.device))
-    return run_dir
 
 
 def _quick_path(args: list[str]) -> bool:

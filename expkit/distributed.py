@@ -148,30 +148,31 @@ def barrier(here: World) -> None:
         dist.barrier()
 
 
-def step_sums(values: list[float], device: Any, here: World) -> list[float]:
-    """Sum a few numbers over the ranks in one all-reduce (one collective per step)."""
+def step_totals(
+    loss: float, samples: int, stop_asked: bool, device: Any, here: World
+) -> tuple[float, int, bool]:
+    """One optimizer step over all processes, in one all-reduce: the mean loss, the samples
+    trained on, and whether any process was asked to stop (so all stop after the same step)."""
     if not here.active:
-        return values
+        return loss, samples, stop_asked
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor([loss, samples, float(stop_asked)], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def quote_override(value: str) -> str:
-    """A value as a Hydra override can carry it (quoted, so any path survives the parser)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    total, samples_sum, asks = tensor.tolist()
+    return total / here.size, int(samples_sum), asks > 0
 
 
 def agree_on_run_dir(run_dir: str, device_name: str) -> list[str]:
     """The overrides that make every rank of a launch use rank 0's run dir (Hydra would give
     each process its own time-stamped one), and keep the other ranks from writing Hydra's
     records and log file into it."""
+    from expkit.rerun import hydra_value
+
     here = setup(device_name)
     agreed = broadcast(run_dir, here)
-    args = [f"hydra.run.dir={quote_override(agreed)}"]
+    args = [f"hydra.run.dir={hydra_value(agreed)}"]
     if not here.is_main:
         args += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]"]
     return args

@@ -79,6 +79,17 @@ def check_changes(
     return differ
 
 
+def check_world(checkpoint: Checkpoint, size: int) -> None:
+    """A checkpoint's data position is per process: it resumes with as many processes."""
+    saved = int(checkpoint.state.get("world_size", 1))
+    if saved != size:
+        raise ConfigError(
+            f"resume: checkpoint {checkpoint.path} was written by a run of {saved} process(es) "
+            f"and this one has {size}; relaunch with {saved} (e.g. torchrun "
+            f"--nproc_per_node={saved})"
+        )
+
+
 def resume_command(overrides: list[str], run_dir: Path) -> str:
     """The command that continues this run from its newest checkpoint."""
     from expkit.distributed import world
@@ -86,8 +97,9 @@ def resume_command(overrides: list[str], run_dir: Path) -> str:
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "resume."))]
     args = [*kept, f"hydra.run.dir={run_dir}", "resume=auto"]
     here = world()
-    # a launch resumes under the same launcher, with as many processes
-    launcher = f"torchrun --nproc_per_node={here.local_size} -m expkit" if here.active else "expkit"
-    if here.active and here.size != here.local_size:
-        launcher = launcher.replace("torchrun", f"torchrun --nnodes={here.size // here.local_size}")
-    return launcher + " " + " ".join(shlex.quote(a) for a in args)
+    launcher = ["expkit"]
+    if here.active:  # a launch resumes under the same launcher, with as many processes
+        nodes = here.size // here.local_size
+        launcher = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []),
+                    f"--nproc_per_node={here.local_size}", "-m", "expkit"]  # fmt: skip
+    return " ".join([*launcher, *(shlex.quote(a) for a in args)])

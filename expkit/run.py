@@ -182,7 +182,7 @@ def run(
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.data import load_raw
-    from expkit.distributed import world
+    from expkit.distributed import check_device, world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
     from expkit.tracking import flatten, make_tracker, store_uri, write_run_pointer
     from expkit.validate import validate
@@ -192,22 +192,20 @@ def run(
     recorded_overrides = [redact_override(o) for o in overrides]  # what we record, not run
     validate(cfg)
     here = world()
-    from expkit.distributed import check_device
-
     check_device(str(cfg.trainer.device), here)
     _absolute_paths(cfg, launch_dir)
     if cfg.tracking.backend == "mlflow":
         # absolute, and recorded in the params: one store whatever the cwd
         cfg.tracking.uri = store_uri(cfg.tracking.uri, launch_dir)
     resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
-    from expkit.resume import check_changes, find_checkpoint
+    from expkit.resume import check_changes, check_world, find_checkpoint
 
     resume = find_checkpoint(cfg, run_dir)
     changes = (
         check_changes(resume, flatten(resolved), list(cfg.resume.allow_changes)) if resume else {}
     )
     if resume is not None:
-        _check_world(resume, here.size)
+        check_world(resume, here.size)
     # started first: the store's set-up (in a child process) overlaps reading the data and
     # importing torch; closed again, with no run opened, if anything below is wrong.
     # Rank 0 alone tracks: one MLflow run whatever the number of processes.
@@ -415,16 +413,6 @@ def _train(
     print(_summary_table(metrics))
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics
-
-
-def _check_world(resume: Any, size: int) -> None:
-    """A checkpoint's data position is per process: it resumes with as many processes."""
-    saved = int(resume.state.get("world_size", 1))
-    if saved != size:
-        raise ConfigError(
-            f"resume: checkpoint {resume.path} was written by a run of {saved} process(es) and "
-            f"this one has {size}; relaunch with {saved} (e.g. torchrun --nproc_per_node={saved})"
-        )
 
 
 def _say_how_to_resume(run_dir: Path, overrides: list[str]) -> None:

@@ -129,7 +129,7 @@ def save_checkpoint(
     """
     from expkit.checkpoint import CheckpointNotSaved, rng_state, save
 
-    rng_states = all_gather(rng_state(), job.world) if job.world.active else None
+    rng_states = all_gather(rng_state(), job.world)  # one per process, in rank order
     if not job.world.is_main:
         return
     job.tracker.try_flush()

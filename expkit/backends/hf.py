@@ -32,7 +32,7 @@ from expkit.backends import (
     save_every_due,
 )
 from expkit.batching import epoch_sampler
-from expkit.distributed import barrier, step_sums
+from expkit.distributed import barrier, step_totals
 from expkit.errors import ConfigError
 from expkit.loss import forward_loss
 
@@ -301,14 +301,11 @@ def _callback_class() -> type:
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             trainer, here, stop = self.trainer, self.job.world, self.job.stop
-            self.step_value = float(trainer.step_loss)
-            samples, self.stopping = trainer.step_samples, bool(stop and stop.requested)
-            if here.active:  # the step's loss, samples and any stop request, over all processes
-                total, samples, asks = step_sums(
-                    [self.step_value, samples, float(self.stopping)], args.device, here
-                )
-                self.step_value, self.stopping = total / here.size, asks > 0
-            trainer.samples_seen += int(samples)
+            self.step_value, samples, self.stopping = step_totals(
+                float(trainer.step_loss), trainer.step_samples, bool(stop and stop.requested),
+                args.device, here,
+            )  # fmt: skip
+            trainer.samples_seen += samples
             trainer.step_loss, trainer.step_samples = 0.0, 0
             self.skipped = False
             if not math.isfinite(self.step_value):  # before the update, as the manual loop

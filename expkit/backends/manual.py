@@ -17,7 +17,7 @@ from expkit.backends import (
     save_every_due,
 )
 from expkit.batching import epoch_sampler, step_windows, train_loader
-from expkit.distributed import all_gather, barrier, step_sums
+from expkit.distributed import all_gather, barrier, step_totals
 from expkit.loss import forward_loss
 
 
@@ -170,12 +170,9 @@ def train(job: TrainJob) -> dict[str, float]:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             value = float(step_loss)
-            stopping = stop.requested
-            if here.active:  # the step's loss, samples and any stop request, over all processes
-                total, samples, asks = step_sums(
-                    [value, step_samples, float(stopping)], device, here
-                )
-                value, step_samples, stopping = total / here.size, int(samples), asks > 0
+            value, step_samples, stopping = step_totals(
+                value, step_samples, stop.requested, device, here
+            )
             p.samples += step_samples
             skipped = not math.isfinite(value) and nan_policy(job, step, value, lr, p)
             if skipped:  # no update from this batch (the optimizer skips parameters without grads)
