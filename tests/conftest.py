@@ -128,3 +128,15 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
         text=True,
         timeout=timeout,
     )
+
+
+def sweep_runs(uri: str) -> tuple[Any, list, list]:
+    """(client, parent runs, child runs) of the expkit experiment in the store at `uri`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("expkit")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("expkit.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children

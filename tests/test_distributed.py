@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
+from tests.test_resume_cli import _wait_for
 
 COMMON = [
     "model=tiny", "model.dropout=0", "trainer.max_steps=20", "trainer.log_every=1",
@@ -147,11 +147,7 @@ def test_a_killed_torchrun_job_resumes_the_same_run_exactly(tmp_path):
     run_dir = tmp_path / "runs" / "killed"
     proc = _process_group([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while not (run_dir / "checkpoints" / "step_50").exists():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint at step 50"
-            time.sleep(0.05)
+        _wait_for(run_dir / "checkpoints" / "step_50", proc)
     finally:
         kill_tree(proc.pid)  # the launcher and both workers (each in its own session), at once
         proc.communicate()
@@ -227,14 +223,9 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_with_one_checkpoint
         "hydra.run.dir=runs/term",
     ]  # fmt: skip
     run_dir = tmp_path / "runs" / "term"
-    proc = subprocess.Popen(_torchrun(args), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _process_group(args, tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while not (run_dir / "checkpoints" / "step_50").exists():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint at step 50"
-            time.sleep(0.05)
+        _wait_for(run_dir / "checkpoints" / "step_50", proc)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=300)
     finally:

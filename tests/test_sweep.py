@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from expkit.rerun import hydra_value
 from expkit.summary import Row, Sweep, ranked
 from expkit.sweep import job_key
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sweep_runs
 
 TINY = ["model=tiny", "trainer.max_steps=3", "trainer.progress=false", "trainer.save_model=false"]
 
@@ -28,12 +28,7 @@ def _client(workdir: Path) -> MlflowClient:
 
 
 def _runs(workdir: Path):
-    client = _client(workdir)
-    exp = client.get_experiment_by_name("expkit")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("expkit.role") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+    return sweep_runs(f"sqlite:///{workdir}/runs/mlflow.db")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 
 from expkit.tracking import HTTP_RETRY_DEFAULTS, TrackingServerError, bound_http_retries
 from expkit.tracking import check_server as probe
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sweep_runs
 
 TINY = ["model=tiny", "trainer.max_steps=3", "trainer.log_every=1", "trainer.progress=false",
         "trainer.save_model=false"]  # fmt: skip
@@ -77,21 +77,10 @@ def server_sweep(mlflow_server, tmp_path_factory):
     return url, root, workdir
 
 
-def _runs(url: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(url)
-    exp = client.get_experiment_by_name("expkit")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("expkit.role") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
-
-
 @pytest.mark.slow
 def test_a_sweep_is_recorded_on_the_server(server_sweep):
     url, _root, workdir = server_sweep
-    client, (parent,), children = _runs(url)
+    client, (parent,), children = sweep_runs(url)
     assert parent.info.status == "FINISHED"
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
@@ -111,7 +100,7 @@ def test_a_sweep_is_recorded_on_the_server(server_sweep):
 @pytest.mark.slow
 def test_artifacts_go_through_the_servers_proxy(server_sweep, tmp_path):
     url, root, _workdir = server_sweep
-    client, (parent,), children = _runs(url)
+    client, (parent,), children = sweep_runs(url)
     summary = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert summary == {"summary.csv", "summary.md", "summary.png"}
     for run in children:
