@@ -21,13 +21,29 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
 
-Cell = str | int | float | None
+Cell = str | int | float | bool | list | dict | None
 Row = dict[str, Cell]
 Table = tuple[list[str], list[Row]]
 
 
+def file_not_folder(path: str | Path) -> str | None:
+    """The message for a data.path that names a file rather than a folder, else None."""
+    if not Path(path).expanduser().is_file():
+        return None
+    hint = ""
+    if Path(path).stem.lower() in {a for aliases in SPLIT_ALIASES.values() for a in aliases}:
+        hint = f", e.g. data.path={Path(path).parent}"  # a split file: its folder was meant
+    return (
+        f"data.path '{path}' is a file, not a folder (data.path: a folder holding train/dev/test "
+        f"files in csv, tsv, jsonl or parquet{hint})"
+    )
+
+
 def find_split_files(directory: str | Path) -> dict[str, Path]:
     """Map split name ("train", "dev", "test") -> its file in `directory`."""
+    problem = file_not_folder(directory)
+    if problem is not None:
+        raise DataError(problem)
     root = Path(directory).expanduser().resolve()
     if not root.is_dir():
         raise DataError(
@@ -158,6 +174,7 @@ def _read_json(path: Path) -> Table:
 
 
 def _read_parquet(path: Path) -> Table:
+    import numpy as np
     import pandas as pd
 
     try:
@@ -166,6 +183,10 @@ def _read_parquet(path: Path) -> Table:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from None
     # missing values (NaN, NaT, pd.NA) become None, as a missing JSON key does
     frame = frame.astype(object).where(frame.notna(), None)
+    for name in frame.columns:
+        # list columns come back as numpy arrays: lists, as a JSON file gives them
+        if frame[name].map(lambda v: isinstance(v, np.ndarray)).any():
+            frame[name] = frame[name].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
     return [str(c) for c in frame.columns], frame.to_dict(orient="records")
 
 

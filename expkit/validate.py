@@ -89,8 +89,11 @@ def _check_data(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str
             "e.g. data.path=../shared/data/sst2"
         )
     elif d.path is not None and not Path(str(d.path)).expanduser().is_dir():
+        from expkit.tables import file_not_folder  # stdlib only: the check stays light
+
         errors.append(
-            f"data directory '{d.path}' does not exist (data.path: a folder holding "
+            file_not_folder(str(d.path))
+            or f"data directory '{d.path}' does not exist (data.path: a folder holding "
             "train/dev/test files in csv, tsv, jsonl or parquet)"
         )
     if len(d.text_fields) not in (1, 2):

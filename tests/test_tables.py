@@ -84,7 +84,7 @@ def test_missing_directory(tmp_path):
 
 
 def test_a_file_is_not_a_directory(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="is a file, not a folder"):
         find_split_files(_write(tmp_path / "train.csv", "a\n1\n"))
 
 
