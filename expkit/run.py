@@ -118,14 +118,23 @@ def _sigterm_as_interrupt():
 
 
 def _absolute_paths(cfg: DictConfig, launch_dir: Path) -> None:
-    """Record local paths absolute, so the params say exactly what ran (and a re-run finds it)."""
+    """Relative local paths mean the launch dir (also after `hydra.job.chdir`); recorded absolute,
+    so the params say exactly what ran (and a re-run finds it)."""
     from expkit.validate import looks_like_path
 
-    if cfg.data.path is not None:
-        cfg.data.path = str((launch_dir / Path(str(cfg.data.path)).expanduser()).resolve())
-    if looks_like_path(str(cfg.model.name_or_path)):
-        path = launch_dir / Path(str(cfg.model.name_or_path)).expanduser()
-        cfg.model.name_or_path = str(path.resolve())
+    def absolute(value: Any) -> str:
+        return str((launch_dir / Path(str(value)).expanduser()).resolve())
+
+    if not OmegaConf.is_missing(cfg.data, "path") and cfg.data.path is not None:
+        cfg.data.path = absolute(cfg.data.path)
+    for key in ("name_or_path", "tokenizer"):
+        if OmegaConf.is_missing(cfg.model, key) or cfg.model[key] is None:
+            continue
+        name = str(cfg.model[key])
+        if looks_like_path(name) or (launch_dir / name).exists():
+            cfg.model[key] = absolute(name)
+    if cfg.resume.checkpoint not in (None, "auto"):
+        cfg.resume.checkpoint = absolute(cfg.resume.checkpoint)
 
 
 def _log_run_log(tracker: Any, run_dir: Path) -> None:
@@ -190,10 +199,10 @@ def run(
     for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # Hydra's own copies
         redact_file(run_dir / ".hydra" / record)
     recorded_overrides = [redact_override(o) for o in overrides]  # what we record, not run
+    _absolute_paths(cfg, launch_dir)  # relative paths mean the launch dir, even after chdir
     validate(cfg)
     here = world()
     check_device(str(cfg.trainer.device), here)
-    _absolute_paths(cfg, launch_dir)
     if cfg.tracking.backend == "mlflow":
         # absolute, and recorded in the params: one store whatever the cwd
         cfg.tracking.uri = store_uri(cfg.tracking.uri, launch_dir)

@@ -288,11 +288,6 @@ def test_cli_data_path_naming_a_file(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="run() validates before _absolute_paths makes data.path absolute against the launch "
-    "dir, so after hydra.job.chdir a relative data.path is looked up in the run dir",
-)
 def test_cli_relative_data_path_means_the_launch_dir_after_chdir(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
