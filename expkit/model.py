@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import ConfigError
+from expkit.errors import ConfigError, ExpkitError
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,153 @@ def _load_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def build_tokenizer(cfg: DictConfig) -> Any:
-    from transformers import AutoTokenizer
+# The files AutoTokenizer builds a vocabulary from; in a directory with none of them it builds
+# a tokenizer of special tokens only, which turns every word into [UNK]. tokenizer_config.json
+# counts: byte-level tokenizers (ByT5, CANINE) need no vocabulary file.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tekken.json",
+)
+_TOKENIZER_SUFFIXES = (".model", ".tiktoken")  # sentencepiece and tiktoken vocabularies
 
-    return AutoTokenizer.from_pretrained(
-        str(cfg.tokenizer or cfg.name_or_path), **_load_kwargs(cfg)
+# The weights from_pretrained looks for in a local directory, in its order of preference.
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def tokenizer_source(cfg: DictConfig) -> tuple[str, str]:
+    """Where the tokenizer comes from, and the config key that names it."""
+    if cfg.tokenizer:
+        return str(cfg.tokenizer), "model.tokenizer"
+    return str(cfg.name_or_path), "model.name_or_path"
+
+
+def has_tokenizer_files(directory: Path) -> bool:
+    """Whether a local directory holds any file AutoTokenizer reads a vocabulary from."""
+    return any(
+        f.name in TOKENIZER_FILES or f.name.endswith(_TOKENIZER_SUFFIXES)
+        for f in directory.iterdir()
+        if f.is_file()
     )
 
 
-def build_model(cfg: DictConfig, label_names: list[str]) -> Any:
-    """AutoModelForSequenceClassification with id2label from the data, pretrained or random."""
+def weights_file(directory: Path) -> Path | None:
+    """The weights file from_pretrained would read in a local directory, or None."""
+    return next((directory / n for n in WEIGHTS_FILES if (directory / n).is_file()), None)
+
+
+def weights_problem(directory: Path) -> str | None:
+    """Why from_pretrained could not read the weights in `directory` (no torch needed), or None."""
+    found = weights_file(directory)
+    if found is None:
+        return (
+            f"model directory '{directory}' has no weights ({', '.join(WEIGHTS_FILES)}); "
+            "model.init=random builds the architecture from config.json alone"
+        )
+    if found.name == "model.safetensors":
+        return _safetensors_problem(found)
+    if found.name == "model.safetensors.index.json":
+        try:
+            shards = sorted(
+                set(json.loads(found.read_text(encoding="utf-8"))["weight_map"].values())
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{found} is not a safetensors index (a JSON object with a weight_map): {exc}"
+        for shard in shards:
+            if not (directory / shard).is_file():
+                return f"{found} names the shard {shard}, which is not in '{directory}'"
+            problem = _safetensors_problem(directory / shard)
+            if problem:
+                return problem
+    return None
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """The safetensors library's own header check: it also compares the offsets with the size."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        return (
+            f"{file} cannot be read ({exc}; {file.stat().st_size} bytes): truncated or damaged, "
+            "save or download it again"
+        )
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def build_tokenizer(cfg: DictConfig) -> Any:
+    """AutoTokenizer from model.tokenizer (else the model's directory), with a padding token."""
+    from transformers import AutoTokenizer
+
+    source, key = tokenizer_source(cfg)
+    with _load_errors(f"a tokenizer from '{source}' ({key})"):
+        tokenizer = AutoTokenizer.from_pretrained(source, **_load_kwargs(cfg))
+    specials = set(tokenizer.all_special_tokens)
+    if len(tokenizer) <= len(specials):
+        raise ConfigError(
+            f"the tokenizer from '{source}' ({key}) has only its {len(tokenizer)} special tokens "
+            f"({', '.join(sorted(specials))}) and no vocabulary: every word would be the "
+            "unknown token; set model.tokenizer to a directory with the model's tokenizer files"
+        )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(
+                f"the tokenizer from '{source}' ({key}) has no padding token and no end-of-text "
+                "token to pad with; batches of different lengths need one"
+            )
+        # the usual choice for decoder models (GPT-2): the model only sees the attention mask
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info(
+            "the tokenizer has no padding token: padding with its end-of-text token %r",
+            tokenizer.eos_token,
+        )
+    return tokenizer
+
+
+def check_max_length(tokenizer: Any, data_cfg: DictConfig) -> None:
+    """data.max_length leaves room for one text token beside the tokenizer's special tokens.
+
+    Below that, the tokenizer does not truncate at all: long rows reach the model whole.
+    """
+    single = tokenizer.num_special_tokens_to_add(pair=False) + 1
+    pair = tokenizer.num_special_tokens_to_add(pair=True) + 1
+    needed = pair if len(data_cfg.text_fields) == 2 else single
+    if data_cfg.max_length < needed:
+        raise ConfigError(
+            f"data.max_length={data_cfg.max_length} is below this tokenizer's minimum: "
+            f"{single} for single texts, {pair} for sentence pairs (its special tokens + 1); "
+            f"data.text_fields has {len(data_cfg.text_fields)} column(s), so at least {needed}"
+        )
+
+
+def build_model(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
+    """AutoModelForSequenceClassification with id2label from the data, pretrained or random.
+
+    `pad_token_id` (the tokenizer's) is set where the model's config has none (GPT-2): the
+    classification head finds each row's last token by it.
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    source = str(cfg.name_or_path)
+    local = Path(source).expanduser()
+    if local.is_dir():  # a load that fails names the very file
+        config_name, weights_name = local / "config.json", weights_file(local) or local
+    else:
+        config_name = weights_name = f"'{source}'"
     num_labels = len(label_names)
     overrides: dict[str, Any] = dict(OmegaConf.to_container(cfg.arch) or {})
     overrides.update(
@@ -48,24 +184,44 @@ def build_model(cfg: DictConfig, label_names: list[str]) -> Any:
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
-    config = AutoConfig.from_pretrained(str(cfg.name_or_path), **_load_kwargs(cfg), **overrides)
+    with _load_errors(f"{config_name} (model.name_or_path)"):
+        config = AutoConfig.from_pretrained(source, **_load_kwargs(cfg), **overrides)
     if cfg.dropout is not None:
         for name in _DROPOUT_FIELDS:
             if hasattr(config, name):
                 setattr(config, name, float(cfg.dropout))
+    if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
+        config.pad_token_id = pad_token_id
     attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if cfg.init == "random":
-        model = AutoModelForSequenceClassification.from_config(config, **attention)
+        with _load_errors(f"a model from {config_name} (model.name_or_path)"):
+            model = AutoModelForSequenceClassification.from_config(config, **attention)
     else:
-        with quiet_transformers():
+        with quiet_transformers(), _load_errors(f"{weights_name} (model.name_or_path)"):
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(cfg.name_or_path), config=config, output_loading_info=True,
+                source, config=config, output_loading_info=True,
                 **_load_kwargs(cfg), **attention,
             )  # fmt: skip
         _report_loading(model, info)
     if not hasattr(model, "base_model"):
         raise ConfigError(f"{type(model).__name__} has no base_model (not a transformers encoder)")
     return model
+
+
+@contextmanager
+def _load_errors(what: str):
+    """A load that fails past the checks in validate: one line naming what, the cause chained.
+
+    transformers, safetensors and tokenizers raise many types (OSError, ValueError,
+    RuntimeError, SafetensorError, bare Exception), so all but ours are caught.
+    """
+    try:
+        yield
+    except ExpkitError:
+        raise
+    except Exception as exc:
+        log.debug("cannot load %s", what, exc_info=True)
+        raise ConfigError(f"cannot load {what}: {_one_line(exc)}") from exc
 
 
 @contextmanager

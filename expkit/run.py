@@ -254,8 +254,13 @@ def run(
                 f"({total_steps} steps: {length})"
             )
 
-        # the heavy imports happen before the run opens: a RUNNING run is one that is training
-        import transformers  # noqa: F401
+        # the heavy imports happen before the run opens: a RUNNING run is one that is training;
+        # so does the tokenizer's load: one that fails, or a data.max_length it cannot truncate
+        # to, is bad input
+        from expkit.model import build_tokenizer, check_max_length
+
+        tokenizer = build_tokenizer(cfg.model)
+        check_max_length(tokenizer, cfg.data)
 
         from expkit.device import check_precision, resolve_device
         from expkit.distributed import device_for, setup
@@ -312,8 +317,9 @@ def run(
                 tracker.log_artifact(run_dir / "overrides.yaml")
             meta = {"run_id": tracker.run_id, "config": flatten(resolved), "world_size": here.size}
             metrics = _train(
-                cfg, raw, total_steps, device, tracker, run_dir, launch_dir, resume, meta
-            )
+                cfg, raw, tokenizer, total_steps, device, tracker, run_dir, launch_dir, resume,
+                meta,
+            )  # fmt: skip
             status = "FINISHED"
             return metrics
         except KeyboardInterrupt:
@@ -332,6 +338,7 @@ def run(
 def _train(
     cfg: DictConfig,
     raw: Any,
+    tokenizer: Any,
     total_steps: int,
     device: Any,
     tracker: Any,
@@ -348,14 +355,13 @@ def _train(
     from expkit.freeze import apply_freeze
     from expkit.loss import build_loss
     from expkit.metrics import classification_metrics
-    from expkit.model import build_model, build_tokenizer, save_model
+    from expkit.model import build_model, save_model
     from expkit.optim import build_optimizer, build_scheduler
     from expkit.stopping import GracefulStop
 
     set_seed(int(cfg.seed))
-    tokenizer = build_tokenizer(cfg.model)
     splits = tokenize(raw, tokenizer, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
-    model = build_model(cfg.model, raw.label_names)
+    model = build_model(cfg.model, raw.label_names, tokenizer.pad_token_id)
     counts = apply_freeze(model, cfg.freeze)
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)

@@ -70,15 +70,73 @@ def _check_model(cfg: DictConfig, errors: list[str]) -> dict[str, Any] | None:
         if not (path / "config.json").is_file():
             errors.append(f"model directory '{name}' has no config.json (not a Hugging Face model)")
             return None
+        limits = _read_limits(m, errors)
+        if limits is None:
+            return None
+        if m.init == "pretrained":  # random weights need config.json alone
+            from expkit.model import weights_problem
+
+            problem = weights_problem(path)
+            if problem:
+                errors.append(problem)
     else:
         from expkit.hub import hub_reachable, model_is_cached, unreachable_model_message
 
         if not model_is_cached(name, m.cache_dir) and not hub_reachable():
             errors.append(unreachable_model_message(name))
             return None
+        limits = None
+    _check_tokenizer(m, errors)
     if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
         errors.append(f"model.dropout={m.dropout} must be in [0, 1)")
-    return model_limits(m)
+    return limits
+
+
+def _read_limits(m: DictConfig, errors: list[str]) -> dict[str, Any] | None:
+    """model_limits, with a config.json that is not a JSON object named in one message."""
+    config_file = Path(str(m.name_or_path)).expanduser() / "config.json"
+    try:
+        limits = model_limits(m)
+    except json.JSONDecodeError as exc:
+        errors.append(
+            f"{config_file} is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+        )
+        return None
+    except (UnicodeDecodeError, AttributeError, TypeError):  # binary, or JSON but no object
+        errors.append(f"{config_file} is not a JSON object of model config fields")
+        return None
+    return limits
+
+
+def _check_tokenizer(m: DictConfig, errors: list[str]) -> None:
+    """A local tokenizer directory holds tokenizer files (without them AutoTokenizer makes one
+    of special tokens only, and every word becomes the unknown token)."""
+    from expkit.model import TOKENIZER_FILES, has_tokenizer_files, tokenizer_source
+
+    source, key = tokenizer_source(m)
+    if not looks_like_path(source):
+        return  # a hub id: loaded (and its failure reported) before the run opens
+    path = Path(source).expanduser()
+    what = "tokenizer directory" if key == "model.tokenizer" else "model directory"
+    if not path.is_dir():
+        if key == "model.tokenizer":  # the model's own directory is reported by _check_model
+            errors.append(f"tokenizer directory '{source}' (model.tokenizer) does not exist")
+        return
+    if not has_tokenizer_files(path):
+        errors.append(
+            f"{what} '{source}' has no tokenizer files ({', '.join(TOKENIZER_FILES)} or a "
+            "*.model); set model.tokenizer to a directory (or hub id) of the model's tokenizer"
+        )
+
+
+# numpy's legacy seeding (set_seed seeds it) takes exactly this range
+_SEED_RANGE = (0, 2**32 - 1)
+
+
+def _check_seed(cfg: DictConfig, errors: list[str]) -> None:
+    low, high = _SEED_RANGE
+    if not low <= cfg.seed <= high:
+        errors.append(f"seed={cfg.seed} is out of range (valid: {low} to {high})")
 
 
 def _check_data(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str]) -> None:
@@ -264,6 +322,7 @@ def validate(cfg: DictConfig) -> None:
         )
     errors: list[str] = []
     _check_names(cfg, errors)
+    _check_seed(cfg, errors)
     limits = _check_model(cfg, errors)
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
