@@ -59,7 +59,7 @@ def _store_with_a_sweep(tmp_path: Path) -> str:
         (["seed=range(5,1)"], "the sweep launches no job: seed=range(5,1) yields no value"),
         (["freeze=glob(nothing*)"], "freeze=glob(nothing*) yields no value"),
         (
-            ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=0", "optimizer.lr=interval(1e-4,1e-2)"],
+            ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=0", "optimizer.lr=interval(1e-4,1)"],
             "the sweep launches no job: hydra.sweeper.n_trials=0 (it must be at least 1)",
         ),
     ],
