@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError
+from expkit.redact import redact_text
 
 
 def default_uri() -> str:
@@ -22,6 +23,60 @@ def default_uri() -> str:
             "or pass --uri (e.g. --uri sqlite:///path/runs/mlflow.db or http://host:5000)"
         )
     return f"sqlite:///{db}"
+
+
+def open_store(uri: str | None, origin: str = "--uri") -> Any:
+    """A client of the existing store at `uri` (default: `default_uri()`), `origin` naming where
+    the URI came from; MLflow would create an empty store where there is none."""
+    from expkit.tracking import check_server, mlflow_client
+
+    if uri is None:
+        origin = "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "default"
+        uri = default_uri()
+    missing = _missing_store(uri)
+    if missing is not None:
+        raise ExpkitError(
+            f"no MLflow store at {missing} ({origin} {redact_text(uri)}); give the URI of an "
+            "existing store, e.g. sqlite:///path/runs/mlflow.db or http://host:5000"
+        )
+    check_server(uri)  # a server that is down: one line, not MLflow's retries and a traceback
+    return mlflow_client(uri)
+
+
+def _missing_store(uri: str) -> Path | None:
+    """The local path a SQLite or file store at `uri` would be created at, if it is not there."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+        if not database or database == ":memory:":
+            return None
+        path = Path(database).resolve()
+        return None if path.is_file() else path
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (C:\ too), or file:///...
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        path = Path(local_file_uri_to_path(uri)).resolve()
+        return None if path.is_dir() else path
+    return None  # a server or a database server: MLflow reports what is wrong
+
+
+def _output(path: Path | None, flag: str, example: str) -> None:
+    """An output file named on the command line must not be a directory."""
+    if path is not None and path.is_dir():
+        raise ExpkitError(f"{flag} {path} is a directory; give a file: {flag} {path / example}")
+
+
+def _write(path: Path, write: Any) -> None:
+    """`write(path)`, its folder made first; a file that cannot be written is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as exc:
+        raise ExpkitError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _latest_sweep(client: Any) -> Any:
@@ -66,7 +121,6 @@ def find(client: Any, ident: str | None) -> tuple[Any, Any]:
 
 def main(argv: list[str]) -> int:
     from expkit import summary
-    from expkit.tracking import mlflow_client
 
     parser = argparse.ArgumentParser(
         prog="expkit compare",
@@ -77,7 +131,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or ./runs)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     args = parser.parse_args(argv)
-    client = mlflow_client(args.uri or default_uri())
+    _output(args.csv, "--csv", "summary.csv")
+    _output(args.plot, "--plot", "summary.png")
+    client = open_store(args.uri)
     parent, single = find(client, args.id)
     if parent is not None:
         sweep = summary.load(client, parent)
@@ -90,9 +146,10 @@ def main(argv: list[str]) -> int:
         sweep = summary.Sweep(None, [summary.row_of(single)], "eval_accuracy", "maximize")
     print(summary.text_table(sweep))
     if args.csv:
-        args.csv.write_text(summary.csv_text(sweep), encoding="utf-8")
+        text = summary.csv_text(sweep)
+        _write(args.csv, lambda path: path.write_text(text, encoding="utf-8"))
         print(f"table: {args.csv}")
     if args.plot:
-        summary.plot(client, sweep, args.plot)
+        _write(args.plot, lambda path: summary.plot(client, sweep, path))
         print(f"plot: {args.plot}")
     return 0

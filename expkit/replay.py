@@ -10,23 +10,71 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from expkit.errors import ExpkitError
+from expkit.tracking import UNSENT_FILE
+
+VALID = (
+    "give a run dir's mlflow_unsent.json, the file a run writes there when the tracking store "
+    "did not take everything"
+)
+FIELDS = {"tracking_uri": str, "run_id": str, "metrics": list, "tags": dict, "artifacts": list}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The file's records, checked before anything is sent (a bad file is one line)."""
+    if path.is_dir():
+        raise ExpkitError(f"{path} is a directory; {VALID} (e.g. {path / UNSENT_FILE})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ExpkitError(f"cannot read {path} ({exc.strerror or exc}); {VALID}") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ExpkitError(f"{path} is not JSON ({exc}); {VALID}") from None
+    if not isinstance(record, dict):
+        raise ExpkitError(f"{path} holds a JSON {type(record).__name__}, not an object; {VALID}")
+    for key, kind in FIELDS.items():
+        if key not in record:
+            raise ExpkitError(f"{path} has no {key!r} key; {VALID}")
+        if not isinstance(record[key], kind):
+            raise ExpkitError(
+                f"{path}: {key!r} is a {type(record[key]).__name__}, not a {kind.__name__}; {VALID}"
+            )
+    rows = [("metrics", m, 4) for m in record["metrics"]] + [
+        ("artifacts", a, 2) for a in record["artifacts"]
+    ]
+    for key, row, size in rows:
+        if not isinstance(row, list) or len(row) != size:
+            raise ExpkitError(f"{path}: an entry of {key!r} is {row!r}, not {size} values; {VALID}")
+    for local, _ in record["artifacts"]:  # one missing half-way would leave the run half-written
+        if not Path(local).exists():
+            raise ExpkitError(f"{path} names an artifact {local} that no longer exists")
+    return record
 
 
 def replay(path: Path, uri: str | None = None) -> str:
     """Write the file's records into its run; return a one-line summary."""
     from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
 
-    from expkit.tracking import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, mlflow_client
+    from expkit.compare import open_store
+    from expkit.tracking import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 
+    record = read_record(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExpkitError(f"cannot read {path}: {exc}") from None
-    client = mlflow_client(uri or record["tracking_uri"])
+        metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in record["metrics"]]
+    except (TypeError, ValueError) as exc:
+        raise ExpkitError(f"{path}: a metric is not [name, value, time, step] ({exc})") from None
+    origin = "--uri" if uri else f"the tracking_uri of {path}"
+    client = open_store(uri or record["tracking_uri"], origin)
     run_id = record["run_id"]
-    metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in record["metrics"]]
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ExpkitError(f"no run {run_id!r} in the store named by {origin}") from None
     for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
     tags = [RunTag(k, v) for k, v in record["tags"].items()]

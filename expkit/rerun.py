@@ -82,8 +82,7 @@ def overrides_for(
 
 def prepare(argv: list[str]) -> tuple[list[str], str]:
     """Parse `rerun` arguments; return (the Hydra command line, the source run id)."""
-    from expkit.compare import default_uri
-    from expkit.tracking import mlflow_client
+    from expkit.compare import open_store
 
     parser = argparse.ArgumentParser(
         prog="expkit rerun",
@@ -95,7 +94,7 @@ def prepare(argv: list[str]) -> tuple[list[str], str]:
     args = parser.parse_args(argv)
     from mlflow.exceptions import MlflowException
 
-    client = mlflow_client(args.uri or default_uri())
+    client = open_store(args.uri)
     try:
         run = client.get_run(args.run_id)
     except MlflowException:

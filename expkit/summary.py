@@ -7,8 +7,10 @@ any store, so it works for sweeps run elsewhere.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +53,59 @@ class Sweep:
         return [k for k in keys if len({r.overrides.get(k) for r in self.rows}) > 1]
 
 
+# how an override begins: `key=`, `+key=`, `++key=`, `~key=`, or a bare `~key`
+_START = re.compile(r"[+~]{0,2}[\w.@/-]+=|~[\w.@/-]+$")
+
+
+@functools.cache
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def _parse(item: str) -> Any:
+    """Hydra's reading of one override; None when it is not one."""
+    from hydra.errors import HydraException
+
+    try:
+        return _parser().parse_override(item)
+    except HydraException:
+        return None
+
+
+def split_overrides(text: str) -> list[str]:
+    """The overrides of a tag that joined them with spaces; a space within a value (escaped,
+    quoted, in a list) stays in it."""
+    items: list[str] = []
+    for piece in text.split(" "):
+        if items and (not _START.match(piece) or _unfinished(items[-1])):
+            items[-1] += " " + piece
+        elif piece:
+            items.append(piece)
+    return items
+
+
+def _unfinished(item: str) -> bool:
+    """An override cut at a space: a quote or a bracket that Hydra reads only with what follows."""
+    return any(c in item for c in "\\'\"[{(") and _parse(item) is None
+
+
+def plain_override(item: str) -> str:
+    """`key=value` with the value as the config holds it: Hydra's escapes (`\\:`, `\\=`, `\\ `)
+    and quotes undone; sweep jobs get their values escaped for Hydra's grammar."""
+    key, sep, raw = item.partition("=")
+    if not sep or not any(c in raw for c in "\\'\""):
+        return item
+    parsed = _parse(item)
+    value = parsed.value() if parsed is not None and not parsed.is_sweep_override() else None
+    return f"{key}={value}" if isinstance(value, str) else item  # numbers, lists: as written
+
+
 def _overrides(text: str) -> dict[str, str]:
     out = {}
-    for item in text.split():
-        key, sep, value = item.partition("=")
+    for item in split_overrides(text):
+        key, sep, value = plain_override(item).partition("=")
         if sep:
             out[key.lstrip("+~")] = value
     return out
@@ -188,6 +239,21 @@ def _curve_metric(sweep: Sweep) -> str:
 
 def plot(client: Any, sweep: Sweep, path: Path) -> Path:
     """The objective against each swept parameter, and every child's eval curve, in one PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(client, sweep)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _say(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def figure(client: Any, sweep: Sweep) -> Any:
+    """The summary plot's matplotlib figure (`plot` saves it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,6 +283,8 @@ def plot(client: Any, sweep: Sweep, path: Path) -> Path:
             labels = sorted(set(raw))
             ax.scatter([labels.index(v) for v in raw], ys)
             ax.set_xticks(range(len(labels)), labels, rotation=20)
+        if not done:
+            _say(ax, f"no job finished: no {sweep.objective} to plot")
         ax.set_xlabel(key)
         ax.set_ylabel(sweep.objective)
         ax.grid(alpha=0.3)
@@ -231,23 +299,24 @@ def plot(client: Any, sweep: Sweep, path: Path) -> Path:
     curve.set_ylabel(metric)
     curve.set_title(f"{metric} of every run")
     curve.grid(alpha=0.3)
-    if len(sweep.rows) <= 12:
+    labelled, _ = curve.get_legend_handles_labels()
+    if not labelled:  # a legend of nothing is a matplotlib warning, and says nothing
+        _say(curve, f"no run recorded {metric}")
+    elif len(sweep.rows) <= 12:
         curve.legend(fontsize=7)
     for ax in flat[panels:]:
         ax.axis("off")
     title = "runs"
     if sweep.parent is not None:
         title = f"sweep {sweep.parent.data.tags.get('expkit.sweep_id', '')}"
+    outcome = f"{len(done)} finished" if done else "no job finished"
     fig.suptitle(
-        f"{title}: {len(sweep.rows)} runs over {', '.join(sweep.swept) or 'one setting'}; "
-        f"objective {sweep.objective} ({sweep.direction})",
+        f"{title}: {len(sweep.rows)} runs over {', '.join(sweep.swept) or 'one setting'}, "
+        f"{outcome}; objective {sweep.objective} ({sweep.direction})",
         fontsize=10,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _as_numbers(values: list[str]) -> list[float] | None:

@@ -79,14 +79,43 @@ def swept_keys(config: DictConfig) -> list[str]:
     return keys + [str(k) for k in params if str(k) not in keys]
 
 
+def check_launches_jobs(config: DictConfig) -> None:
+    """A sweep that would launch no job (an empty range, Optuna's `n_trials=0`) is an error."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    params = sweeper.get("params") or {}
+    # the sweeper's params first, the command's overrides after: the command wins a shared key,
+    # as in Hydra's BasicSweeper and the Optuna sweeper
+    items = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    hydra = GlobalHydra.instance()
+    loader = hydra.config_loader() if hydra.is_initialized() else None  # glob() lists groups
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(items)
+    last = {o.get_key_element(): (o, item) for o, item in zip(parsed, items, strict=True)}
+    for override, item in last.values():
+        if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
+            raise ExpkitError(
+                f"the sweep launches no job: {redact_override(item)} yields no value "
+                "(a sweep needs at least one, e.g. a,b or range(1,5))"
+            )
+    trials = sweeper.get("n_trials")
+    if isinstance(trials, int) and trials < 1:
+        raise ExpkitError(
+            f"the sweep launches no job: hydra.sweeper.n_trials={trials} (it must be at least 1)"
+        )
+
+
 def _search_space(config: DictConfig) -> dict[str, str]:
     """What the sweep varies: the sweeper's `params`, and the command's comma lists."""
+    from expkit.summary import plain_override
+
     space: dict[str, str] = {}
     params = config.hydra.sweeper.get("params") or {}
     for key, value in params.items():
         space[f"search.{key}"] = str(value)  # search spaces, not values: nothing secret
     for item in map(redact_override, _plain(list(config.hydra.overrides.task))):
-        space[f"overrides.{override_key(item)}"] = item.partition("=")[2]
+        space[f"overrides.{override_key(item)}"] = plain_override(item).partition("=")[2]
     return space
 
 
@@ -112,6 +141,7 @@ class SweepCallback(Callback):
 
         bound_http_retries()  # the jobs inherit them: launched here, or by SLURM's sbatch
         validate_objective(config)
+        check_launches_jobs(config)
         self.uri = _tracking_uri(config)
         if self.uri is None:
             return
@@ -239,12 +269,16 @@ def run_job(
     """One job of a sweep: a child run; returns the objective (NaN if the job failed)."""
     from expkit.distributed import world
     from expkit.run import RunHandle, run, run_name
+    from expkit.summary import plain_override
 
     metric = str(cfg.objective.metric)
     parent_id = os.environ.get(PARENT_ENV)
     main = world().is_main  # a job of several processes: rank 0 records it
     key = job_key(overrides)
     own = _plain(overrides)
+    # names and messages show the values as the config holds them, not escaped for Hydra
+    plain = [plain_override(o) for o in own]
+    shown = " ".join(plain)
     if parent_id and cfg.resume.checkpoint == "auto" and cfg.tracking.backend == "mlflow":
         from expkit.tracking import mlflow_client, store_uri, write_run_pointer
 
@@ -253,9 +287,7 @@ def run_job(
         if done is not None:
             log.info("job #%d skipped: FINISHED before, in run %s", job_num, done.info.run_id)
             if main:
-                print(
-                    f"job #{job_num} ({' '.join(own)}): skipped, FINISHED in run {done.info.run_id}"
-                )
+                print(f"job #{job_num} ({shown}): skipped, FINISHED in run {done.info.run_id}")
                 write_run_pointer(run_dir, done.info.run_id, uri, skipped=True)
             return float(done.data.metrics.get(metric, math.nan))
     tags = {"expkit.job_num": str(job_num), "expkit.job_key": key}
@@ -263,7 +295,7 @@ def run_job(
         tags["mlflow.parentRunId"] = parent_id
         tags["expkit.sweep_id"] = os.environ.get(SWEEP_ENV, "")
     swept = set(json.loads(os.environ.get(SWEPT_ENV, "[]")))
-    named = [o for o in own if override_key(o) in swept] or own
+    named = [p for o, p in zip(own, plain, strict=True) if override_key(o) in swept] or plain
     if not cfg.tracking.run_name:  # the child's name: its values of the swept keys
         cfg.tracking.run_name = run_name(cfg, named)
     handle = RunHandle()
@@ -272,7 +304,7 @@ def run_job(
     except Exception as exc:  # recorded; the sweep goes on (Ctrl-C still stops it)
         error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ExpkitError) else str(exc)
         log.error("job #%d failed: %s", job_num, error)
-        print(f"job #{job_num} ({' '.join(own)}): FAILED: {error}", file=sys.stderr)
+        print(f"job #{job_num} ({shown}): FAILED: {error}", file=sys.stderr)
         if main and handle.run_id is None and parent_id and cfg.tracking.backend == "mlflow":
             _record_failed_job(cfg, launch_dir, run_dir, run_name(cfg, named), tags, own, error)
         return math.nan
