@@ -163,35 +163,50 @@ def check_max_length(tokenizer: Any, data_cfg: DictConfig) -> None:
         )
 
 
-def build_model(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
-    """AutoModelForSequenceClassification with id2label from the data, pretrained or random.
-
-    `pad_token_id` (the tokenizer's) is set where the model's config has none (GPT-2): the
-    classification head finds each row's last token by it.
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+def _names(cfg: DictConfig) -> tuple[Any, Any]:
+    """What a failed load names: the config file and the weights file of a local directory."""
     source = str(cfg.name_or_path)
     local = Path(source).expanduser()
     if local.is_dir():  # a load that fails names the very file
-        config_name, weights_name = local / "config.json", weights_file(local) or local
-    else:
-        config_name = weights_name = f"'{source}'"
-    num_labels = len(label_names)
+        return local / "config.json", weights_file(local) or local
+    return f"'{source}'", f"'{source}'"
+
+
+def model_config(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
+    """The model's config with the task's labels, `model.arch` and `model.dropout` applied.
+
+    Cheap (no weights): expkit.run builds it before the tracking run opens, so a config.json
+    transformers cannot read (an unknown model_type, say) is bad input, not a failed run.
+    `pad_token_id` (the tokenizer's) is set where the config has none (GPT-2): the
+    classification head finds each row's last token by it.
+    """
+    from transformers import AutoConfig
+
+    config_name, _ = _names(cfg)
     overrides: dict[str, Any] = dict(OmegaConf.to_container(cfg.arch) or {})
     overrides.update(
-        num_labels=num_labels,
+        num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
     with _load_errors(f"{config_name} (model.name_or_path)"):
-        config = AutoConfig.from_pretrained(source, **_load_kwargs(cfg), **overrides)
+        config = AutoConfig.from_pretrained(str(cfg.name_or_path), **_load_kwargs(cfg), **overrides)
     if cfg.dropout is not None:
         for name in _DROPOUT_FIELDS:
             if hasattr(config, name):
                 setattr(config, name, float(cfg.dropout))
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         config.pad_token_id = pad_token_id
+    return config
+
+
+def build_model(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
+    """AutoModelForSequenceClassification with id2label from the data, pretrained or random."""
+    from transformers import AutoModelForSequenceClassification
+
+    source = str(cfg.name_or_path)
+    config_name, weights_name = _names(cfg)
+    config = model_config(cfg, label_names, pad_token_id)
     attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if cfg.init == "random":
         with _load_errors(f"a model from {config_name} (model.name_or_path)"):

@@ -257,10 +257,11 @@ def run(
         # the heavy imports happen before the run opens: a RUNNING run is one that is training;
         # so does the tokenizer's load: one that fails, or a data.max_length it cannot truncate
         # to, is bad input
-        from expkit.model import build_tokenizer, check_max_length
+        from expkit.model import build_tokenizer, check_max_length, model_config
 
         tokenizer = build_tokenizer(cfg.model)
         check_max_length(tokenizer, cfg.data)
+        model_config(cfg.model, raw.label_names, tokenizer.pad_token_id)  # built again in _train
 
         from expkit.device import check_precision, resolve_device
         from expkit.distributed import device_for, setup
