@@ -186,9 +186,10 @@ def _check_before_launch(overrides: list[str]) -> None:
     here, from this composition, so a valid run still costs two compositions, not three.
     """
     from hydra._internal.hydra import Hydra
+    from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from expkit.validate import validate
+    from expkit.validate import check_run_dir, validate
 
     cfg = _compose(overrides, hydra_config=True)
     mode = cfg.hydra.mode
@@ -196,6 +197,8 @@ def _check_before_launch(overrides: list[str]) -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     validate(cfg)
+    if mode != RunMode.MULTIRUN:  # a sweep's dirs are checked when it starts (validate_objective)
+        check_run_dir(Path(run_dir), cfg.resume.checkpoint)
     Hydra.get_mode = lambda self, config_name, overrides: mode  # type: ignore[method-assign]
     if world().active:  # every process of a torchrun launch trains in rank 0's run dir
         from expkit.distributed import agree_on_run_dir
