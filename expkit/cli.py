@@ -86,6 +86,7 @@ def _install_error_reporter() -> None:
     original = hydra_utils.run_and_report
     if getattr(original, "_expkit", False):
         return
+    _redact_job_banner()
 
     def run_and_report(func: Any) -> Any:
         try:
@@ -112,10 +113,45 @@ def _install_error_reporter() -> None:
             def reraise() -> Any:
                 raise error
 
-            return original(reraise)
+            return _redacted_stderr(lambda: original(reraise))
 
     run_and_report._expkit = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
+
+
+def _redact_job_banner() -> None:
+    """Hydra's `Error executing job with overrides: [...]` line, with the overrides' secrets
+    redacted: Hydra writes it itself, as a failed job's exception is re-raised."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from expkit.redact import redact_override
+
+    plain = JobReturn.return_value
+
+    def return_value(self: JobReturn) -> Any:
+        if self.status != JobStatus.FAILED:
+            return plain.fget(self)
+        shown = [redact_override(str(o)) for o in self.overrides or []]
+        sys.stderr.write(f"Error executing job with overrides: {shown}{os.linesep}")
+        raise self._return_value
+
+    JobReturn.return_value = property(return_value, plain.fset)  # type: ignore[method-assign]
+
+
+def _redacted_stderr(report: Any) -> Any:
+    """Run `report` (Hydra's traceback printer), writing what it prints redacted: an
+    exception's message may quote a URI with its password."""
+    import io
+    from contextlib import redirect_stderr
+
+    from expkit.redact import redact_text
+
+    printed = io.StringIO()
+    try:
+        with redirect_stderr(printed):
+            return report()
+    finally:
+        sys.stderr.write(redact_text(printed.getvalue()))
 
 
 def _subcommand(argv: list[str]) -> None:
