@@ -249,7 +249,7 @@ def _resume_errors(cfg: DictConfig) -> list[str]:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"  # MLflow 3 opens its deprecated file store only so
+ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"  # MLflow 3 opens its old file store only if set
 SERVER_DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides SQLite
 # pip packages of the DB-API modules SQLAlchemy's dialects import, where the names differ
 DRIVER_PACKAGES = {
@@ -349,6 +349,7 @@ def _check_tracking(cfg: DictConfig, errors: list[str]) -> None:
 
 
 def _store_errors(uri: str, setting: str) -> list[str]:
+    """What would keep the store at `uri` (given as `setting`) from opening, by its scheme."""
     from expkit.redact import redact_text
 
     shown = f"{setting}={redact_text(uri)}"
@@ -364,6 +365,7 @@ def _store_errors(uri: str, setting: str) -> list[str]:
 
 
 def _file_store_errors(uri: str, shown: str) -> list[str]:
+    """A local folder or file: URI is MLflow's file store, which MLflow 3 refuses unless asked."""
     if os.environ.get(ALLOW_FILE_STORE, "").lower() in ("true", "1"):
         return []  # MLflow's own opt-in to its file store
     path = Path(urllib.parse.urlparse(uri).path if uri.startswith("file:") else uri).absolute()
@@ -397,7 +399,10 @@ def _sqlite_errors(db: Path, shown: str, new_dir: bool = False) -> list[str]:
         if not os.access(db, os.W_OK):
             return [f"{shown}: {db} is not writable"]
     elif not new_dir and not os.path.isdir(db.parent):
-        return [f"{shown}: the folder {db.parent} does not exist (SQLite creates the file, not its folder)"]
+        return [
+            f"{shown}: the folder {db.parent} does not exist (SQLite creates the file, not its "
+            "folder)"
+        ]
     problem = dir_problem(db.parent)
     return [f"{shown} cannot be written: {problem}"] if problem else []
 
