@@ -86,6 +86,7 @@ def _install_error_reporter() -> None:
     original = hydra_utils.run_and_report
     if getattr(original, "_expkit", False):
         return
+    _redact_job_banner()
 
     def run_and_report(func: Any) -> Any:
         try:
@@ -112,10 +113,45 @@ def _install_error_reporter() -> None:
             def reraise() -> Any:
                 raise error
 
-            return original(reraise)
+            return _redacted_stderr(lambda: original(reraise))
 
     run_and_report._expkit = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
+
+
+def _redact_job_banner() -> None:
+    """Hydra's `Error executing job with overrides: [...]` line, with the overrides' secrets
+    redacted: Hydra writes it itself, as a failed job's exception is re-raised."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from expkit.redact import redact_override
+
+    plain = JobReturn.return_value
+
+    def return_value(self: JobReturn) -> Any:
+        if self.status != JobStatus.FAILED:
+            return plain.fget(self)
+        shown = [redact_override(str(o)) for o in self.overrides or []]
+        sys.stderr.write(f"Error executing job with overrides: {shown}{os.linesep}")
+        raise self._return_value
+
+    JobReturn.return_value = property(return_value, plain.fset)  # type: ignore[method-assign]
+
+
+def _redacted_stderr(report: Any) -> Any:
+    """Run `report` (Hydra's traceback printer), writing what it prints redacted: an
+    exception's message may quote a URI with its password."""
+    import io
+    from contextlib import redirect_stderr
+
+    from expkit.redact import redact_text
+
+    printed = io.StringIO()
+    try:
+        with redirect_stderr(printed):
+            return report()
+    finally:
+        sys.stderr.write(redact_text(printed.getvalue()))
 
 
 def _subcommand(argv: list[str]) -> None:
@@ -186,9 +222,10 @@ def _check_before_launch(overrides: list[str]) -> None:
     here, from this composition, so a valid run still costs two compositions, not three.
     """
     from hydra._internal.hydra import Hydra
+    from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from expkit.validate import validate
+    from expkit.validate import check_run_dir, validate
 
     cfg = _compose(overrides, hydra_config=True)
     mode = cfg.hydra.mode
@@ -196,6 +233,8 @@ def _check_before_launch(overrides: list[str]) -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     validate(cfg)
+    if mode != RunMode.MULTIRUN:  # a sweep's dirs are checked when it starts (validate_objective)
+        check_run_dir(Path(run_dir), cfg.resume.checkpoint)
     Hydra.get_mode = lambda self, config_name, overrides: mode  # type: ignore[method-assign]
     if world().active:  # every process of a torchrun launch trains in rank 0's run dir
         from expkit.distributed import agree_on_run_dir

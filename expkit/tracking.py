@@ -66,11 +66,16 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def default_store_path(root: str | Path) -> Path:
+    """The default store's SQLite file, <root>/runs/mlflow.db (absolute; not created here)."""
+    return Path(root).resolve() / "runs" / "mlflow.db"
+
+
 def default_store_uri(root: str | Path) -> str:
     """The default store: a SQLite file under <root>/runs, as an absolute URI."""
-    runs = Path(root).resolve() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{runs / 'mlflow.db'}"
+    db = default_store_path(root)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
 
 
 def _clip(value: str, limit: int) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
+import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -306,9 +309,196 @@ def _resume_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"  # MLflow 3 opens its old file store only if set
+SERVER_DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides SQLite
+# pip packages of the DB-API modules SQLAlchemy's dialects import, where the names differ
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+}
+# what a run leaves in its run dir (Hydra's .hydra/ and expkit.log come before any check)
+RUN_RECORDS = (
+    "mlflow_run.json", "metrics.json", "model", "checkpoints", "mlflow_unsent.json", "tensorboard",
+)  # fmt: skip
+
+
+def dir_problem(path: Path) -> str | None:
+    """Why the folder `path` could not be created or written to, or None if it can."""
+    existing = Path(path).expanduser().absolute()
+    while not os.path.exists(existing):  # os.path: an unreadable parent is "not there" too
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    # root passes os.access everywhere, yet a folder such as /proc takes no new entries
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".expkit-", dir=existing))
+    except OSError as exc:
+        return f"no folder can be created in {existing} ({exc.strerror})"
+    return None
+
+
+def run_records(run_dir: Path) -> list[str]:
+    """The records of an earlier run in `run_dir` (a run would overwrite them)."""
+    return [name for name in RUN_RECORDS if os.path.lexists(Path(run_dir) / name)]
+
+
+def check_run_dir(run_dir: Path, resume: str | None) -> None:
+    """A single run's dir, before Hydra creates it: writable, and not holding an earlier run's
+    records unless this run resumes (auto or a checkpoint) there."""
+    problem = dir_problem(run_dir)
+    if problem is not None:
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} cannot be written: {problem} (set hydra.run.dir to a folder "
+            "you can write to)"
+        )
+    found = run_records(run_dir) if resume is None else []
+    if found:
+        raise ConfigError(
+            f"the run dir {run_dir} already holds a run ({', '.join(found)}), which this run "
+            "would overwrite: continue that run with resume=auto, or start this one in a fresh "
+            "dir (another hydra.run.dir, or none for a new one)"
+        )
+
+
+def _check_sweep_dir(cfg: DictConfig, errors: list[str]) -> None:
+    """A sweep's dir, before any job: writable, and without an earlier sweep's job runs unless
+    this one resumes them (resume=auto)."""
+    if "hydra" not in cfg:
+        return
+    sweep_dir = Path(str(cfg.hydra.runtime.cwd)) / str(cfg.hydra.sweep.dir)
+    problem = dir_problem(sweep_dir)
+    if problem is not None:
+        errors.append(f"hydra.sweep.dir={cfg.hydra.sweep.dir} cannot be written: {problem}")
+        return
+    if cfg.resume.checkpoint is not None or not sweep_dir.is_dir():
+        return
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and run_records(p))
+    if jobs:
+        errors.append(
+            f"the sweep dir {sweep_dir} already holds the runs of a sweep (jobs {', '.join(jobs)})"
+            ", which this sweep would overwrite: continue it with resume=auto, or start this one "
+            "in a fresh dir (another hydra.sweep.dir, or none for a new one)"
+        )
+
+
+def _check_tracking(cfg: DictConfig, errors: list[str]) -> None:
+    """The experiment name, and a store that can open: found without importing mlflow."""
+    t = cfg.tracking
+    if t.backend != "mlflow":
+        return
+    if not str(t.experiment).strip():
+        errors.append(
+            f"tracking.experiment={str(t.experiment)!r} is empty (name an MLflow experiment, "
+            "e.g. tracking.experiment=expkit)"
+        )
+    from expkit.tracking import default_store_path
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if t.uri:
+        errors += _store_errors(str(t.uri), "tracking.uri")
+    elif env:
+        errors += _store_errors(env, "MLFLOW_TRACKING_URI")
+    else:
+        db = default_store_path(Path.cwd())
+        errors += _sqlite_errors(db, f"the default tracking store sqlite:///{db}", new_dir=True)
+
+
+def _store_errors(uri: str, setting: str) -> list[str]:
+    """What would keep the store at `uri` (given as `setting`) from opening, by its scheme."""
+    from expkit.redact import redact_text
+
+    shown = f"{setting}={redact_text(uri)}"
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme in ("", "file") and uri != "databricks":
+        return _file_store_errors(uri, shown)
+    if scheme == "sqlite":
+        database = uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+        return _sqlite_errors(Path(database), shown) if database not in ("", ":memory:") else []
+    if scheme.partition("+")[0] in SERVER_DATABASES:
+        return _driver_errors(uri, shown)
+    return []  # http(s) is probed when the store opens; other schemes are MLflow plugins'
+
+
+def _file_store_errors(uri: str, shown: str) -> list[str]:
+    """A local folder or file: URI is MLflow's file store, which MLflow 3 refuses unless asked."""
+    if os.environ.get(ALLOW_FILE_STORE, "").lower() in ("true", "1"):
+        return []  # MLflow's own opt-in to its file store
+    path = Path(urllib.parse.urlparse(uri).path if uri.startswith("file:") else uri).absolute()
+    is_db = path.is_file() or path.suffix in (".db", ".sqlite", ".sqlite3")
+    example = f"sqlite:///{path if is_db else path / 'mlflow.db'}"
+    return [
+        f"{shown} names a folder for MLflow's file store, which MLflow no longer opens by "
+        f"default; use a SQLite store, e.g. tracking.uri={example} (or set "
+        f"{ALLOW_FILE_STORE}=true for the file store)"
+    ]
+
+
+def _sqlite_errors(db: Path, shown: str, new_dir: bool = False) -> list[str]:
+    """A SQLite file SQLite can open: a database or no file yet, in a writable folder (SQLite
+    writes its journal beside it). `new_dir`: the folder is created if missing (the default
+    store's runs/); a folder a user named must exist."""
+    db = db.absolute()
+    if os.path.isdir(db):
+        return [f"{shown}: {db} is a folder, not a SQLite file (e.g. sqlite:///{db}/mlflow.db)"]
+    if os.path.exists(db):
+        try:
+            with open(db, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            return [f"{shown}: {db} cannot be read ({exc.strerror})"]
+        if head and head != SQLITE_HEADER:
+            return [
+                f"{shown}: {db} is not a SQLite database (valid: an MLflow SQLite file, or a new "
+                "file name such as sqlite:///runs/mlflow.db)"
+            ]
+        if not os.access(db, os.W_OK):
+            return [f"{shown}: {db} is not writable"]
+    elif not new_dir and not os.path.isdir(db.parent):
+        return [
+            f"{shown}: the folder {db.parent} does not exist (SQLite creates the file, not its "
+            "folder)"
+        ]
+    problem = dir_problem(db.parent)
+    return [f"{shown} cannot be written: {problem}"] if problem else []
+
+
+def _driver_errors(uri: str, shown: str) -> list[str]:
+    """The database driver SQLAlchemy will import for `uri` (the dialect's default unless the
+    URI names one: postgresql+psycopg2://...) is installed."""
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    except ImportError:  # mlflow-skinny: no SQL store, and MLflow says so
+        return []
+    from expkit.redact import redact_text
+
+    try:
+        dialect = make_url(uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        return [f"{shown} is not a database URI SQLAlchemy can use ({redact_text(str(exc))})"]
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = (exc.name or dialect.driver).split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        return [
+            f"{shown} needs the {dialect.name} driver {dialect.driver!r}, which is not installed "
+            f"(pip install '{package}'; or name an installed driver: {dialect.name}+DRIVER://...)"
+        ]
+    return []
+
+
 def validate_objective(cfg: DictConfig) -> None:
     """The sweep-level keys, checked once when a multirun starts (before any job)."""
     errors = _objective_errors(cfg)
+    _check_tracking(cfg, errors)
+    _check_sweep_dir(cfg, errors)
     if errors:
         raise ConfigError("; ".join(errors))
 
@@ -327,5 +517,6 @@ def validate(cfg: DictConfig) -> None:
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
     errors += _objective_errors(cfg)
+    _check_tracking(cfg, errors)
     if errors:
         raise ConfigError("; ".join(errors))

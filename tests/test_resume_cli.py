@@ -171,7 +171,8 @@ def test_a_run_left_running_by_a_dead_process_is_named_and_closed(workdir):
         proc.kill()
         proc.communicate()
     [orphan] = _runs_of(client, run_dir)
-    fresh = run_cli(*args, "trainer.max_steps=5", cwd=root)
+    # no checkpoint (save_every=0): resume=auto starts a fresh run in the killed run's dir
+    fresh = run_cli(*args, "trainer.max_steps=5", "resume=auto", cwd=root)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     output = fresh.stdout + fresh.stderr
     assert f"run {orphan.info.run_id}" in output and "which is gone" in output
