@@ -251,6 +251,7 @@ def _remove_stale(folder: Path) -> None:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
