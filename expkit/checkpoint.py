@@ -1,10 +1,10 @@
 """Checkpoints: `<run dir>/checkpoints/step_N`, written atomically, read back exactly.
 
-A checkpoint is written into a hidden sibling (`.step_N.partial-PID`); every file is fsynced, a
-manifest with each file's size and SHA-256 is written last, and the directory is renamed into
-place. So a directory named `step_N` is complete, and one damaged later (a truncated file, disk
-trouble) fails its manifest check and is skipped. Loading never unpickles arbitrary objects:
-safetensors, JSON, and `torch.load(weights_only=True)`.
+A checkpoint is written into a hidden sibling (`.step_N.partial-PID`, by `atomic_dir`, which the
+final model uses too); every file is fsynced, a manifest with each file's size and SHA-256 is
+written last, and the directory is renamed into place. So a directory named `step_N` is complete,
+and one damaged later (a truncated file, disk trouble) fails its manifest check and is skipped.
+Loading never unpickles arbitrary objects: safetensors, JSON, and `torch.load(weights_only=True)`.
 
 The files follow the Hugging Face Trainer's layout (model.safetensors, optimizer.pt,
 scheduler.pt, scaler.pt, rng_state.pth, trainer_state.json), so `trainer=hf` resumes through
@@ -20,6 +20,9 @@ import logging
 import os
 import re
 import shutil
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,8 @@ MODEL = "model.safetensors"
 RNG = "rng_state.pth"  # the Trainer's name and format: {"python", "numpy", "cpu", "cuda"}
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d+)$")
-_PARTIAL = re.compile(r"^\.step_\d+\.(partial|old)-(\d+)$")
+_PARTIAL = re.compile(r"^\.(.+)\.(partial|old)-(\d+)$")  # what atomic_dir leaves if killed
+_NEARLY_FULL = 1 << 20  # bytes free below which a failed write is put down to a full disk
 
 
 class CheckpointError(ExpkitError):
@@ -45,6 +49,15 @@ class CheckpointError(ExpkitError):
 
 class CheckpointNotSaved(ExpkitError):
     """Writing a checkpoint failed (disk full, ...); the partial one is removed."""
+
+
+class WriteFailed(ExpkitError):
+    """Writing a directory with `atomic_dir` failed; the partial one is removed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} not written ({reason}); the partial one was removed")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass
@@ -229,12 +242,91 @@ def _write_files(
 
 
 def _remove_stale(folder: Path) -> None:
-    """Partial checkpoints of processes that are gone (killed mid-write)."""
+    """Partial directories of processes that are gone (killed mid-write)."""
     for path in folder.iterdir():
         m = _PARTIAL.match(path.name)
-        pid = int(m.group(2)) if m else 0
-        if m and (pid == os.getpid() or not process_alive(pid)):
+        pid = int(m.group(3)) if m else 0
+        if m and path.is_dir() and (pid == os.getpid() or not process_alive(pid)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _reason(exc: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: a full disk named as such, whatever the library raised."""
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return "the disk is full"
+        if isinstance(cause, OSError) and cause.errno == errno.EDQUOT:
+            return "the disk quota is used up"
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+    if "No space left on device" in text:  # safetensors (Rust) names it in its message only
+        return "the disk is full"
+    # torch's zip writer reports a short write as "unexpected pos" with no errno: ask the disk
+    with suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < _NEARLY_FULL:
+            return f"the disk is full, {free} bytes free"
+    return text
+
+
+def _seal(folder: Path, manifest: bool) -> None:
+    """fsync every file (and write the manifest of sizes and SHA-256 when asked), then the dir."""
+    files = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(file)
+        if manifest:
+            files[str(file.relative_to(folder))] = [file.stat().st_size, _sha256(file)]
+    if manifest:
+        (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+        _fsync(folder / MANIFEST)
+    _fsync(folder)
+
+
+@contextmanager
+def atomic_dir(final: Path, manifest: bool = True) -> Iterator[Path]:
+    """A hidden sibling of `final` to write into, renamed to `final` once complete and fsynced.
+
+    So `final` is either complete or as it was. Any failure while writing (an OSError, or what a
+    library raises for a short write: torch's RuntimeError, safetensors' SafetensorError) removes
+    the partial directory and raises WriteFailed; an interrupt removes it and goes on.
+    """
+    final = Path(final)
+    parent = final.parent
+    tmp = parent / f".{final.name}.partial-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(parent)
+        tmp.mkdir()
+        yield tmp
+        _seal(tmp, manifest)
+        if final.exists():  # one from an earlier attempt: replaced only by a complete one
+            old = parent / f".{final.name}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync(parent)
+    except Exception as exc:
+        reason = _reason(exc, parent)  # before the partial files go and free the disk
+        log.debug("writing %s failed", final, exc_info=True)
+        # the failed write's frames hold its file open (torch's zip writer), and a removed file
+        # that is open keeps its space: let them go, so the disk is free again at once
+        for cause in _causes(exc):
+            traceback.clear_frames(cause.__traceback__)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteFailed(final, reason) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save(
@@ -252,40 +344,18 @@ def save(
 ) -> Path:
     """Write `checkpoints/step_<step>` atomically; keep the newest `keep` (0: all).
 
-    On any OSError (disk full, ...) the partial directory is removed, the existing checkpoints
-    stay, and CheckpointNotSaved says what happened.
+    On any failure to write (disk full, whatever the library raises) the partial directory is
+    removed, the existing checkpoints stay, and CheckpointNotSaved says what happened.
     """
-    folder = checkpoints_dir(run_dir)
-    final = folder / f"step_{step}"
-    tmp = folder / f".step_{step}.partial-{os.getpid()}"
+    final = checkpoints_dir(run_dir) / f"step_{step}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale(folder)
-        tmp.mkdir()
-        _write_files(tmp, model, optimizer, scheduler, scaler, {**state, "step": step},
-                     trainer_state, rng_states)  # fmt: skip
-        files = {}
-        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            _fsync(file)
-            files[str(file.relative_to(tmp))] = [file.stat().st_size, _sha256(file)]
-        manifest = tmp / MANIFEST
-        manifest.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
-        _fsync(manifest)
-        _fsync(tmp)
-        if final.exists():  # a checkpoint of the same step from an earlier attempt
-            old = folder / f".step_{step}.old-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync(folder)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc}"
+        with atomic_dir(final) as tmp:
+            _write_files(tmp, model, optimizer, scheduler, scaler, {**state, "step": step},
+                         trainer_state, rng_states)  # fmt: skip
+    except WriteFailed as exc:
         raise CheckpointNotSaved(
-            f"checkpoint at step {step} not saved ({reason}); the partial one was removed and "
-            "the earlier checkpoints are kept"
+            f"checkpoint at step {step} not saved ({exc.reason}); the partial one was removed "
+            "and the earlier checkpoints are kept"
         ) from exc
     prune(run_dir, keep)
     return final

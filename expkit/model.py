@@ -259,11 +259,26 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+class ModelNotSaved(ExpkitError):
+    """Writing the final model failed (disk full, ...); nothing of it is left."""
+
+
 def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
-    """Model and tokenizer in save_pretrained layout, loadable with from_pretrained."""
-    with quiet_transformers():
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+    """Model and tokenizer in save_pretrained layout, loadable with from_pretrained.
+
+    Written as a checkpoint is (a hidden sibling, renamed when complete): `directory` is a whole
+    model or absent; a failed write raises ModelNotSaved.
+    """
+    from expkit.checkpoint import WriteFailed, atomic_dir
+
+    try:
+        with atomic_dir(Path(directory), manifest=False) as tmp, quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except WriteFailed as exc:
+        raise ModelNotSaved(
+            f"the trained model was not saved to {directory} ({exc.reason}; nothing of it is left)"
+        ) from exc
 
 
 def _report_loading(model: Any, info: dict[str, Any]) -> None:

@@ -356,7 +356,7 @@ def _train(
     from expkit.freeze import apply_freeze
     from expkit.loss import build_loss
     from expkit.metrics import classification_metrics
-    from expkit.model import build_model, save_model
+    from expkit.model import ModelNotSaved, build_model, save_model
     from expkit.optim import build_optimizer, build_scheduler
     from expkit.stopping import GracefulStop
 
@@ -422,11 +422,17 @@ def _train(
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     tracker.log_artifact(run_dir / "metrics.json")
+    print(_summary_table(metrics))  # before the model is written: shown even if that fails
     if t.save_model:
         model_dir = run_dir / "model"
-        save_model(model, tokenizer, model_dir)
+        try:
+            save_model(model, tokenizer, model_dir)
+        except ModelNotSaved as exc:
+            where = f" and MLflow run {tracker.run_id}" if tracker.run_id else ""
+            raise ModelNotSaved(
+                f"{exc}; its metrics are kept in {run_dir / 'metrics.json'}{where}"
+            ) from exc.__cause__
         tracker.log_artifact(model_dir, "model")
-    print(_summary_table(metrics))
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,15 +122,18 @@ def save_checkpoint(
     scaler: Any,
     progress: dict[str, Any],
     trainer_state: str | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> None:
     """Checkpoint the job at `step`; a write that fails (disk full) is reported, training goes on.
 
     The tracker is flushed first, so the store holds every value up to the checkpoint. With
-    several processes every rank calls this (each hands over its RNG state) and rank 0 writes.
+    several processes every rank calls this (each hands over its RNG state) and rank 0 writes;
+    given `rng_states` (gathered before), rank 0 writes alone, with no collective call.
     """
     from expkit.checkpoint import CheckpointNotSaved, rng_state, save
 
-    rng_states = all_gather(rng_state(), job.world)  # one per process, in rank order
+    if rng_states is None:
+        rng_states = all_gather(rng_state(), job.world)  # one per process, in rank order
     if not job.world.is_main:
         return
     job.tracker.try_flush()
@@ -155,6 +159,38 @@ def save_checkpoint(
         job.tracker.set_tags({"expkit.checkpoint_error": str(exc)})
         return
     log.info("checkpoint saved: %s", path)
+
+
+@contextmanager
+def final_evaluation(
+    job: TrainJob, scaler: Any, progress: dict[str, Any], trainer_state: str | None = None
+) -> Iterator[None]:
+    """Around the evaluation after the last step: an interrupt there (or one that came too late
+    for the training loop to act on) first saves the trained steps as a checkpoint, then stops
+    the run as a signal does (KILLED). Resuming it runs only the final evaluation."""
+    from expkit.checkpoint import rng_state
+
+    # gathered now, while every process is here: the save on an interrupt needs no other process
+    rng_states = all_gather(rng_state(), job.world)
+
+    def keep() -> None:
+        log.warning(
+            "stopped during the final evaluation: saving the trained model (step %d) as a "
+            "checkpoint", job.total_steps,
+        )  # fmt: skip
+        save_checkpoint(job, job.total_steps, scaler, progress, trainer_state, rng_states)
+
+    stop = job.stop
+    if stop is not None and stop.requested:
+        keep()
+        stop.stop()
+    try:  # from here on, whatever line a signal interrupts (even the log line below)
+        if "test" in job.datasets:
+            log.info("final evaluation on the test split (%d examples)", len(job.datasets["test"]))
+        yield
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (expkit.errors.Terminated)
+        keep()
+        raise
 
 
 def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: float) -> None:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from expkit.backends import (
     Progress,
     TrainJob,
+    final_evaluation,
     log_evaluation,
     log_progress,
     nan_policy,
@@ -406,6 +407,19 @@ def _progress_class() -> type:
     return Progress
 
 
+def _trained_already(trainer: Any, callback: Any, path: Path) -> None:
+    """Resumed from a checkpoint of the last step: its weights and state, and no step more (the
+    Trainer, resumed there, would train one more before it checks the step count)."""
+    from transformers import TrainerState
+
+    from expkit.checkpoint import load_model_weights
+
+    load_model_weights(trainer.model, path)
+    trainer.state = TrainerState.load_from_json(str(Path(path) / "trainer_state.json"))
+    callback.on_train_begin(trainer.args, trainer.state, trainer.control)
+    callback.on_train_end(trainer.args, trainer.state, trainer.control)
+
+
 def train(job: TrainJob) -> dict[str, float]:
     """Train with the Trainer on the shared objects; return the manual loop's final metrics."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -446,9 +460,13 @@ def train(job: TrainJob) -> dict[str, float]:
     stop = job.stop or GracefulStop()
     job.stop = stop
 
-    def write_checkpoint() -> None:
+    def trainer_state() -> tuple[Any, str]:
+        """The gradient scaler and the Trainer's state (trainer_state.json), as they stand."""
         state = json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True)
-        scaler = getattr(trainer.accelerator, "scaler", None)
+        return getattr(trainer.accelerator, "scaler", None), state
+
+    def write_checkpoint() -> None:
+        scaler, state = trainer_state()
         step = trainer.state.global_step
         save_checkpoint(job, step, scaler, callback.progress_now().as_dict(), trainer_state=state)
         if callback.stopping:
@@ -461,10 +479,15 @@ def train(job: TrainJob) -> dict[str, float]:
     else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_progress_class())
-    with stop:
-        trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
-    if "test" in job.datasets:
-        trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
+    if resume is not None and resume.step >= job.total_steps:
+        _trained_already(trainer, callback, resume.path)
+    else:
+        with stop:
+            trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
+    scaler, state = trainer_state()
+    with final_evaluation(job, scaler, callback.progress_now().as_dict(), trainer_state=state):
+        if "test" in job.datasets:
+            trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
     if job.world.is_main and output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()  # nothing was saved there: leave no empty folder behind
     return dict(callback.final)

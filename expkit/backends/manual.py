@@ -10,6 +10,7 @@ from typing import Any
 from expkit.backends import (
     Progress,
     TrainJob,
+    final_evaluation,
     log_evaluation,
     log_progress,
     nan_policy,
@@ -213,17 +214,17 @@ def train(job: TrainJob) -> dict[str, float]:
             if stopping:
                 barrier(here)  # no process leaves (and gets its launcher to kill) before the save
                 stop.stop()  # a process that got no signal itself stops as if sent SIGTERM
-    runtime = time.perf_counter() - start - p.eval_seconds  # the training loop only
+    p.train_seconds = time.perf_counter() - start
+    runtime = p.train_seconds - p.eval_seconds  # the training loop only
     bar.close()
     final = dict(p.metrics)
     final["train_runtime"] = runtime
     final["train_samples_per_second"] = p.samples / runtime if runtime > 0 else 0.0
-    job.tracker.log_metrics(
-        {"train_runtime": runtime, "train_samples_per_second": final["train_samples_per_second"]},
-        step=job.total_steps,
-    )
-    if "test" in job.datasets:
-        metrics = {f"test_{k}": v for k, v in evaluate(job, "test", device, autocast).items()}
-        job.tracker.log_metrics(metrics, step=job.total_steps)
-        final.update(metrics)
+    with final_evaluation(job, scaler, p.as_dict()):
+        timing = {k: final[k] for k in ("train_runtime", "train_samples_per_second")}
+        job.tracker.log_metrics(timing, step=job.total_steps)
+        if "test" in job.datasets:
+            metrics = {f"test_{k}": v for k, v in evaluate(job, "test", device, autocast).items()}
+            job.tracker.log_metrics(metrics, step=job.total_steps)
+            final.update(metrics)
     return final
