@@ -277,6 +277,22 @@ def _reason(exc: BaseException, folder: Path) -> str:
     return text
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path` holds `text` whole or is as it was (a temporary sibling, renamed); WriteFailed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise WriteFailed(path, _reason(exc, path.parent)) from exc
+
+
 def _seal(folder: Path, manifest: bool) -> None:
     """fsync every file (and write the manifest of sizes and SHA-256 when asked), then the dir."""
     files = {}

@@ -351,6 +351,7 @@ def _train(
     from transformers import set_seed
 
     from expkit.backends import TrainJob, get_backend
+    from expkit.checkpoint import WriteFailed, write_text_atomic
     from expkit.data import make_collator, tokenize
     from expkit.distributed import world
     from expkit.freeze import apply_freeze
@@ -420,18 +421,23 @@ def _train(
     if not here.is_main:  # rank 0 writes the records
         return metrics
 
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    tracker.log_artifact(run_dir / "metrics.json")
-    print(_summary_table(metrics))  # before the model is written: shown even if that fails
+    print(_summary_table(metrics))  # before anything is written: shown even if that fails
+    kept = [f"MLflow run {tracker.run_id}"] if tracker.run_id else []
+    try:
+        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    except WriteFailed as exc:  # the metrics are in the store; the model is worth a try
+        log.warning("metrics.json not written (%s); the metrics are in %s", exc.reason,
+                    " and ".join(kept) or "the table above")  # fmt: skip
+    else:
+        tracker.log_artifact(run_dir / "metrics.json")
+        kept.insert(0, str(run_dir / "metrics.json"))
     if t.save_model:
         model_dir = run_dir / "model"
         try:
             save_model(model, tokenizer, model_dir)
         except ModelNotSaved as exc:
-            where = f" and MLflow run {tracker.run_id}" if tracker.run_id else ""
-            raise ModelNotSaved(
-                f"{exc}; its metrics are kept in {run_dir / 'metrics.json'}{where}"
-            ) from exc.__cause__
+            where = " and ".join(kept) or "the table above"
+            raise ModelNotSaved(f"{exc}; its metrics are kept in {where}") from exc.__cause__
         tracker.log_artifact(model_dir, "model")
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics

@@ -371,7 +371,7 @@ class MLflowTracker:
             run = self.client.get_run(run_id)
         except MlflowException:
             raise ConfigError(
-                f"the checkpoint's MLflow run {run_id} is not in the store {self.uri} "
+                f"the checkpoint's MLflow run {run_id} is not in the store {redact_text(self.uri)} "
                 "(resume with the tracking.uri the run was started with)"
             ) from None
         if run.info.experiment_id != self.experiment_id:
@@ -453,9 +453,10 @@ class MLflowTracker:
         if self._store_error is None:
             log.warning(
                 "the tracking store %s failed (%s: %s); training goes on, and what could not be "
-                "written is kept to send later", self.uri, type(exc).__name__, exc,
+                "written is kept to send later", redact_text(self.uri), type(exc).__name__,
+                redact_text(str(exc)),
             )  # fmt: skip
-        self._store_error = f"{type(exc).__name__}: {exc}"
+        self._store_error = redact_text(f"{type(exc).__name__}: {exc}")
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -548,7 +549,8 @@ class MLflowTracker:
         log.warning(
             "the tracking store %s did not take %d metric values, %d tags, %d artifacts%s; "
             "saved in %s. Once the store is back: expkit replay %s",
-            self.uri, len(self._buffer), len(self._pending_tags), len(self._pending_artifacts),
+            redact_text(self.uri), len(self._buffer), len(self._pending_tags),
+            len(self._pending_artifacts),
             "" if status is None else f" and the final status {status}",
             self.spill_path, self.spill_path,
         )  # fmt: skip

@@ -167,3 +167,16 @@ def test_a_full_disk_at_the_final_model_fails_the_run_and_keeps_its_metrics(tmp_
     assert {"eval_accuracy", "test_accuracy", "test_loss", "train_runtime"} <= set(written)
     assert {k: run.data.metrics[k] for k in written} == pytest.approx(written)
     assert "test_accuracy" in proc.stdout  # the summary table was printed before the save
+
+
+def test_a_text_record_that_does_not_fit_leaves_the_old_one_whole(small_disk):
+    from expkit.checkpoint import WriteFailed, write_text_atomic
+
+    disk = small_disk("64k")
+    record = disk / "metrics.json"
+    write_text_atomic(record, '{"eval_accuracy": 0.5}')
+    with pytest.raises(WriteFailed) as caught:
+        write_text_atomic(record, "x" * 200_000)
+    assert caught.value.reason.startswith("the disk is full")
+    assert record.read_text() == '{"eval_accuracy": 0.5}'
+    assert _entries(disk) == ["metrics.json"]  # no partial file left
