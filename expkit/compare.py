@@ -49,9 +49,9 @@ def _missing_store(uri: str) -> Path | None:
 
     scheme = urlparse(uri).scheme
     if scheme == "sqlite":
-        from sqlalchemy.engine import make_url
+        from expkit.tracking import sqlite_database
 
-        database = make_url(uri).database
+        database = sqlite_database(uri)
         if not database or database == ":memory:":
             return None
         path = Path(database).resolve()

@@ -66,6 +66,14 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def sqlite_database(uri: str) -> str | None:
+    """The database part of a `sqlite:///` URI (a path, relative or absolute; `:memory:`; or
+    empty), without its query; None for any other URI."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return uri[len("sqlite:///") :].split("?", 1)[0]
+
+
 def default_store_path(root: str | Path) -> Path:
     """The default store's SQLite file, <root>/runs/mlflow.db (absolute; not created here)."""
     return Path(root).resolve() / "runs" / "mlflow.db"
@@ -279,10 +287,10 @@ def ensure_experiment(
             raise
         raise TrackingServerError(_refusal(uri, err)) from None
     if found is None:
-        if artifact_location is None and uri.startswith("sqlite:///"):
+        database = sqlite_database(uri)
+        if artifact_location is None and database is not None:
             # artifacts beside the .db file: MLflow's default is ./mlruns in the cwd
-            db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
-            artifact_location = (db.parent.resolve() / "mlartifacts").as_uri()
+            artifact_location = (Path(database).parent.resolve() / "mlartifacts").as_uri()
         try:
             return client.create_experiment(name, artifact_location=artifact_location)
         except MlflowException as err:
@@ -631,9 +639,19 @@ def write_run_pointer(run_dir: Path, run_id: str | None, uri: str | None, **extr
     (run_dir / RUN_POINTER).write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
+def configured_store(uri: str | None) -> tuple[str, str] | None:
+    """(URI, where it is set): tracking.uri, else MLflow's own MLFLOW_TRACKING_URI; None when
+    neither is, for the default store."""
+    if uri:
+        return str(uri), "tracking.uri"
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    return (env, "MLFLOW_TRACKING_URI") if env else None
+
+
 def store_uri(uri: str | None, launch_dir: str | Path) -> str:
     """tracking.uri, else MLflow's own MLFLOW_TRACKING_URI, else the SQLite store in launch_dir."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri(launch_dir)
+    configured = configured_store(uri)
+    return configured[0] if configured else default_store_uri(launch_dir)
 
 
 def _mlflow(uri: str | None, experiment: str) -> Tracker:

@@ -397,13 +397,11 @@ def _check_tracking(cfg: DictConfig, errors: list[str]) -> None:
             f"tracking.experiment={str(t.experiment)!r} is empty (name an MLflow experiment, "
             "e.g. tracking.experiment=expkit)"
         )
-    from expkit.tracking import default_store_path
+    from expkit.tracking import configured_store, default_store_path
 
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if t.uri:
-        errors += _store_errors(str(t.uri), "tracking.uri")
-    elif env:
-        errors += _store_errors(env, "MLFLOW_TRACKING_URI")
+    configured = configured_store(t.uri)
+    if configured is not None:
+        errors += _store_errors(*configured)
     else:
         db = default_store_path(Path.cwd())
         errors += _sqlite_errors(db, f"the default tracking store sqlite:///{db}", new_dir=True)
@@ -418,7 +416,9 @@ def _store_errors(uri: str, setting: str) -> list[str]:
     if scheme in ("", "file") and uri != "databricks":
         return _file_store_errors(uri, shown)
     if scheme == "sqlite":
-        database = uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+        from expkit.tracking import sqlite_database
+
+        database = sqlite_database(uri) or ""
         return _sqlite_errors(Path(database), shown) if database not in ("", ":memory:") else []
     if scheme.partition("+")[0] in SERVER_DATABASES:
         return _driver_errors(uri, shown)
