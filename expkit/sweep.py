@@ -134,6 +134,16 @@ class SweepCallback(Callback):
             # stop here, before any job, with the one-line error
             sys.stderr.write(f"expkit: error: {exc}\n")
             raise SystemExit(2) from None
+        except Exception as exc:  # the store failing: jobs without their parent run would
+            # scatter the sweep over unrelated runs, so none is launched
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            where = redact_text(str(self.uri)) if self.uri else "the tracking store"
+            sys.stderr.write(
+                f"expkit: error: could not open the sweep's parent run in {where} "
+                f"({type(exc).__name__}: {redact_text(first)}); no job was launched\n"
+            )
+            self.abort("FAILED")  # a parent created before the failure is not left RUNNING
+            raise SystemExit(2) from None
 
     def _open_parent(self, config: DictConfig) -> None:
         from expkit.tracking import bound_http_retries

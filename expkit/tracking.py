@@ -5,12 +5,13 @@ mlflow is imported lazily, inside MLflowTracker, so `expkit --help` and config e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -269,9 +270,57 @@ def _first_line(exc: BaseException) -> str:
 def mlflow_client(uri: str) -> Any:
     """A retrying MlflowClient for `uri` (imports mlflow)."""
     bound_http_retries()
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    return RetryingClient(MlflowClient(tracking_uri=uri))
+    with store_creation_lock(uri):
+        try:
+            return RetryingClient(MlflowClient(tracking_uri=uri))
+        except MlflowException as err:  # opening a SQL store checks its schema
+            raise TrackingStoreError(_unopenable(uri, err)) from None
+
+
+class TrackingStoreError(ExpkitError):
+    """The MLflow store at tracking.uri cannot be opened (a schema of another MLflow version)."""
+
+
+_SCHEMA = re.compile(r"found version (\w+), but expected (\w+)")
+
+
+def _unopenable(uri: str, err: BaseException) -> str:
+    where = redact_text(uri)
+    schema = _SCHEMA.search(str(err))
+    if schema:
+        found, expected = schema.groups()
+        return (
+            f"the MLflow store {where} has the database schema of another MLflow version "
+            f"({found}; this MLflow needs {expected}): back it up and run `mlflow db upgrade "
+            f"{where}`, or set tracking.uri to a new store"
+        )
+    return f"cannot open the MLflow store {where}: {_first_line(err)}"
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """Held while MLflow opens a SQLite store: two processes creating a new database at once
+    (a run and `expkit compare`, two terminals) race in MLflow's table creation and one fails
+    with "table ... already exists". The lock is the database folder's own flock: no lock file
+    is left behind, and a process that dies releases it."""
+    database = sqlite_database(uri)
+    folder = Path(database).parent if database and database != ":memory:" else None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: MLflow's own behaviour
+        folder = None
+    if folder is None or not folder.is_dir():
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def ensure_experiment(

@@ -13,6 +13,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from expkit.tracking import mlflow_client
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ def _signal_mid_training(tmp_path, args: list[str], sig: int):
         cwd=tmp_path, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/runs/mlflow.db")
+    # expkit's client: it takes the store's creation lock, since expkit may be creating it now
+    client = mlflow_client(f"sqlite:///{tmp_path}/runs/mlflow.db").unwrapped
     try:
         running = _wait_for_training(client, proc, limit=240)
         assert running is not None, proc.communicate()[1][-2000:] if proc.poll() else "no run"
