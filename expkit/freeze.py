@@ -47,11 +47,7 @@ def _embeddings_only(model: Any, cfg: DictConfig) -> None:
 
 
 def _bottom_layers(model: Any, cfg: DictConfig) -> None:
-    layers = encoder_layers(model)
-    if cfg.num_layers > len(layers):
-        raise ConfigError(
-            f"freeze.num_layers={cfg.num_layers} is beyond the model's {len(layers)} encoder layers"
-        )
+    layers = encoder_layers(model)  # num_layers is checked against the config in validate
     for layer in layers[: cfg.num_layers]:
         _freeze(layer)
     if cfg.embeddings:

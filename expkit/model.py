@@ -1,4 +1,8 @@
-"""Model and tokenizer builder (S1): pretrained encoder plus a fresh head of num_labels."""
+"""Model and tokenizer builder: a pretrained encoder plus the task's fresh head, and its tokenizer.
+
+The task (expkit.tasks) names the head's class (`AutoModelFor...`) and its config fields
+(num_labels, problem_type, id2label); this module loads, checks and saves.
+"""
 
 from __future__ import annotations
 
@@ -172,8 +176,8 @@ def _names(cfg: DictConfig) -> tuple[Any, Any]:
     return f"'{source}'", f"'{source}'"
 
 
-def model_config(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
-    """The model's config with the task's labels, `model.arch` and `model.dropout` applied.
+def model_config(cfg: DictConfig, head: dict[str, Any], pad_token_id: int | None = None) -> Any:
+    """The model's config with the task's head fields, `model.arch` and `model.dropout` applied.
 
     Cheap (no weights): expkit.run builds it before the tracking run opens, so a config.json
     transformers cannot read (an unknown model_type, say) is bad input, not a failed run.
@@ -184,11 +188,7 @@ def model_config(cfg: DictConfig, label_names: list[str], pad_token_id: int | No
 
     config_name, _ = _names(cfg)
     overrides: dict[str, Any] = dict(OmegaConf.to_container(cfg.arch) or {})
-    overrides.update(
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
+    overrides.update(head)
     with _load_errors(f"{config_name} (model.name_or_path)"):
         config = AutoConfig.from_pretrained(str(cfg.name_or_path), **_load_kwargs(cfg), **overrides)
     if cfg.dropout is not None:
@@ -200,20 +200,23 @@ def model_config(cfg: DictConfig, label_names: list[str], pad_token_id: int | No
     return config
 
 
-def build_model(cfg: DictConfig, label_names: list[str], pad_token_id: int | None = None) -> Any:
-    """AutoModelForSequenceClassification with id2label from the data, pretrained or random."""
-    from transformers import AutoModelForSequenceClassification
+def build_model(
+    cfg: DictConfig, head: dict[str, Any], model_class: str, pad_token_id: int | None = None
+) -> Any:
+    """The task's `AutoModelFor...` class with its head config, pretrained or random."""
+    import transformers
 
+    auto_class = getattr(transformers, model_class)
     source = str(cfg.name_or_path)
     config_name, weights_name = _names(cfg)
-    config = model_config(cfg, label_names, pad_token_id)
+    config = model_config(cfg, head, pad_token_id)
     attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if cfg.init == "random":
         with _load_errors(f"a model from {config_name} (model.name_or_path)"):
-            model = AutoModelForSequenceClassification.from_config(config, **attention)
+            model = auto_class.from_config(config, **attention)
     else:
         with quiet_transformers(), _load_errors(f"{weights_name} (model.name_or_path)"):
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = auto_class.from_pretrained(
                 source, config=config, output_loading_info=True,
                 **_load_kwargs(cfg), **attention,
             )  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import ConfigError, Terminated
+from expkit.errors import Terminated
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,9 @@ def run(
     from expkit.data import load_raw
     from expkit.distributed import check_device, world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
+    from expkit.tasks import build_task
     from expkit.tracking import flatten, make_tracker, store_uri, write_run_pointer
-    from expkit.validate import validate
+    from expkit.validate import check_model_fits, check_schedule, validate
 
     for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # Hydra's own copies
         redact_file(run_dir / ".hydra" / record)
@@ -224,35 +225,14 @@ def run(
         str(cfg.tracking.experiment),
     )
     try:
-        raw = load_raw(cfg.data)
+        task = build_task(cfg)
+        raw = load_raw(cfg.data, task)
         for note in raw.notes:
             log.info(note)
-        if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != raw.num_labels:
-            raise ConfigError(
-                f"loss.class_weights has {len(cfg.loss.class_weights)} values but the data has "
-                f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
-            )
+        task.bind(raw)
+        task.check_data(raw, cfg)
         total_steps = plan_total_steps(raw.size("train"), cfg.trainer, here.size)
-        from expkit.optim import warmup_steps
-
-        warmup = warmup_steps(cfg.scheduler, total_steps)
-        if warmup >= total_steps:
-            setting = (
-                f"scheduler.warmup_steps={cfg.scheduler.warmup_steps}"
-                if cfg.scheduler.warmup_steps > 0
-                else f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio}"
-            )
-            t = cfg.trainer
-            length = (
-                f"trainer.max_steps={t.max_steps}"
-                if t.max_steps > 0
-                else f"trainer.epochs={t.epochs} over {raw.size('train')} examples, "
-                f"batch {t.batch_size} x accumulation {t.grad_accum_steps}"
-            )
-            raise ConfigError(
-                f"{setting} gives {warmup} warmup steps, not shorter than training "
-                f"({total_steps} steps: {length})"
-            )
+        check_schedule(cfg, total_steps, raw.size("train"))
 
         # the heavy imports happen before the run opens: a RUNNING run is one that is training;
         # so does the tokenizer's load: one that fails, or a data.max_length it cannot truncate
@@ -261,7 +241,8 @@ def run(
 
         tokenizer = build_tokenizer(cfg.model)
         check_max_length(tokenizer, cfg.data)
-        model_config(cfg.model, raw.label_names, tokenizer.pad_token_id)  # built again in _train
+        config = model_config(cfg.model, task.head_config(raw), tokenizer.pad_token_id)
+        check_model_fits(cfg, config)  # the model is built from this config in _train
 
         from expkit.device import check_precision, resolve_device
         from expkit.distributed import device_for, setup
@@ -318,8 +299,8 @@ def run(
                 tracker.log_artifact(run_dir / "overrides.yaml")
             meta = {"run_id": tracker.run_id, "config": flatten(resolved), "world_size": here.size}
             metrics = _train(
-                cfg, raw, tokenizer, total_steps, device, tracker, run_dir, launch_dir, resume,
-                meta,
+                cfg, task, raw, tokenizer, total_steps, device, tracker, run_dir, launch_dir,
+                resume, meta,
             )  # fmt: skip
             status = "FINISHED"
             return metrics
@@ -338,6 +319,7 @@ def run(
 
 def _train(
     cfg: DictConfig,
+    task: Any,
     raw: Any,
     tokenizer: Any,
     total_steps: int,
@@ -352,26 +334,24 @@ def _train(
 
     from expkit.backends import TrainJob, get_backend
     from expkit.checkpoint import WriteFailed, write_text_atomic
-    from expkit.data import make_collator, tokenize
+    from expkit.data import tokenize
     from expkit.distributed import world
     from expkit.freeze import apply_freeze
-    from expkit.loss import build_loss
-    from expkit.metrics import classification_metrics
     from expkit.model import ModelNotSaved, build_model, save_model
     from expkit.optim import build_optimizer, build_scheduler
     from expkit.stopping import GracefulStop
 
     set_seed(int(cfg.seed))
-    splits = tokenize(raw, tokenizer, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
-    model = build_model(cfg.model, raw.label_names, tokenizer.pad_token_id)
+    splits = tokenize(raw, tokenizer, task, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
+    model = build_model(cfg.model, task.head_config(raw), task.model_class, tokenizer.pad_token_id)
     counts = apply_freeze(model, cfg.freeze)
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
     t = cfg.trainer
     here = world()
     derived = {
-        "num_labels": raw.num_labels,
-        "label_names": ",".join(raw.label_names),
+        "task": task.name,
+        **task.params(raw),
         "train_examples": raw.size("train"),
         "dev_examples": raw.size("dev"),
         "test_examples": raw.size("test"),
@@ -384,28 +364,27 @@ def _train(
     if resume is None:  # a resumed run has them (a changed value is in expkit.resume_changes)
         tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
     log.info(
-        "%s%s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch %d x "
-        "accumulation %d x %d processes); %d of %d parameters trainable",
+        "%s%s, %s on %s: %d train / %d dev / %d test examples, %d labels; %d steps of %d (batch "
+        "%d x accumulation %d x %d processes); %d of %d parameters trainable",
         cfg.model.name_or_path, " (random weights)" if cfg.model.init == "random" else "",
-        cfg.data.name, raw.size("train"), raw.size("dev"),
+        task.name, cfg.data.name, raw.size("train"), raw.size("dev"),
         raw.size("test"), raw.num_labels, total_steps, derived["global_batch_size"],
         t.batch_size, t.grad_accum_steps, here.size, counts["trainable_params"],
         counts["total_params"],
     )  # fmt: skip
-
-    def compute_metrics(predictions: Any, labels: Any) -> dict[str, float]:
-        return classification_metrics(predictions, labels, raw.num_labels)
+    if resume is not None:  # what evaluation had chosen (a threshold) before the interruption
+        task.load_state(resume.state.get("task_state") or {})
 
     job = TrainJob(
         cfg=cfg,
         model=model,
         tokenizer=tokenizer,
         datasets=splits,
-        collator=make_collator(tokenizer),
+        collator=task.collator(tokenizer),
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=build_loss(cfg.loss, raw.num_labels),
-        compute_metrics=compute_metrics,
+        loss_fn=task.loss(cfg.loss, raw),
+        task=task,
         total_steps=total_steps,
         tracker=tracker,
         run_dir=run_dir,
@@ -431,6 +410,8 @@ def _train(
     else:
         tracker.log_artifact(run_dir / "metrics.json")
         kept.insert(0, str(run_dir / "metrics.json"))
+    for name, text in task.report().items():  # per-label scores, chosen thresholds
+        tracker.log_text(text, name)
     if t.save_model:
         model_dir = run_dir / "model"
         try:

@@ -86,9 +86,25 @@ class FreezeConfig:
 
 @dataclass
 class LossConfig:
-    name: str = MISSING  # model (the model's own loss) | cross_entropy
-    class_weights: list[float] | None = None
-    label_smoothing: float = 0.0
+    name: str = MISSING  # model (the model's own loss) | cross_entropy | mse | huber | bce
+    class_weights: list[float] | None = None  # cross_entropy: one per class
+    label_smoothing: float = 0.0  # cross_entropy
+    delta: float = 1.0  # huber: where the loss turns from squared to linear
+    pos_weight: Any = None  # bce: null | auto | one weight per label
+
+
+@dataclass
+class TaskConfig:
+    """What the model learns to predict; the task's module (expkit.tasks) reads it."""
+
+    name: str = MISSING  # classification | regression | multilabel
+    objective: str = MISSING  # the default objective.metric of this task
+
+
+@dataclass
+class MultiLabelTaskConfig(TaskConfig):
+    threshold: Any = 0.5  # a probability in (0, 1), or auto: chosen on the dev split
+    threshold_per_label: bool = False  # with threshold=auto: one threshold per label
 
 
 @dataclass
@@ -131,7 +147,7 @@ class TrackingConfig:
 class ObjectiveConfig:
     """What a sweep optimizes and sorts by; the task function returns this metric's final value."""
 
-    metric: str = "eval_accuracy"  # any final metric: eval_f1, eval_loss, test_accuracy, ...
+    metric: str = "${task.objective}"  # any final metric: eval_f1, eval_loss, test_accuracy, ...
     direction: str = "maximize"  # maximize | minimize
 
 
@@ -148,6 +164,7 @@ class ResumeConfig:
 
 @dataclass
 class RunConfig:
+    task: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
     optimizer: Any = MISSING
@@ -164,6 +181,7 @@ class RunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
+    "task": {"schema_task": TaskConfig, "schema_task_multilabel": MultiLabelTaskConfig},
     "model": {"schema_model": ModelConfig},
     "data": {"schema_data": DataConfig},
     "optimizer": {"schema_adamw": AdamWConfig, "schema_sgd": SGDConfig},

@@ -52,6 +52,8 @@ def _registered(kind: str) -> tuple[str, ...]:
         from expkit.loss import LOSSES as reg
     elif kind == "backend":
         from expkit.backends import BACKENDS as reg
+    elif kind == "task":
+        from expkit.tasks import TASKS as reg
     else:
         from expkit.tracking import TRACKERS as reg
     return tuple(reg)
@@ -228,21 +230,8 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
         errors.append(f"scheduler.warmup_ratio={s.warmup_ratio} must be in [0, 1)")
     if s.warmup_steps > 0 and s.warmup_ratio > 0:
         errors.append("set scheduler.warmup_steps or scheduler.warmup_ratio, not both")
-    if t.max_steps > 0 and s.warmup_steps >= t.max_steps:
-        errors.append(
-            f"scheduler.warmup_steps={s.warmup_steps} must be shorter than training "
-            f"(trainer.max_steps={t.max_steps})"
-        )
-    if f.name == "bottom_layers":
-        layers = (
-            int(limits["num_hidden_layers"]) if limits and "num_hidden_layers" in limits else None
-        )
-        if f.num_layers < 1:
-            errors.append(f"freeze.num_layers={f.num_layers} must be at least 1 for bottom_layers")
-        elif layers is not None and f.num_layers > layers:
-            errors.append(
-                f"freeze.num_layers={f.num_layers} is beyond the model's {layers} encoder layers"
-            )
+    if f.name == "bottom_layers" and f.num_layers < 1:
+        errors.append(f"freeze.num_layers={f.num_layers} must be at least 1 for bottom_layers")
     if not 0.0 <= loss.label_smoothing < 1.0:
         errors.append(f"loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
     if loss.class_weights is not None:
@@ -252,10 +241,69 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
             errors.append(f"loss.class_weights={list(loss.class_weights)} must all be positive")
     if loss.label_smoothing > 0 and loss.name != "cross_entropy":
         errors.append("loss.label_smoothing needs loss=cross_entropy")
+    if not loss.delta > 0:
+        errors.append(f"loss.delta={loss.delta} must be positive")
+    if loss.pos_weight is not None:
+        weights = loss.pos_weight
+        if loss.name != "bce":
+            errors.append("loss.pos_weight needs loss=bce (task=multilabel)")
+        elif weights != "auto" and not (
+            OmegaConf.is_list(weights)
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+                    for w in weights)
+        ):  # fmt: skip
+            errors.append(
+                f"loss.pos_weight={weights!r} is not valid (valid: null, auto, or one positive "
+                "weight per label, e.g. [1.0, 3.5, ...])"
+            )
+
+
+def _check_task(cfg: DictConfig, errors: list[str]) -> None:
+    """The task's own checks (expkit.tasks), once its name is known to be registered."""
+    from expkit.tasks import TASKS, build_task
+
+    if cfg.task.name in TASKS:
+        errors += build_task(cfg).check(cfg)
+
+
+def check_schedule(cfg: DictConfig, total_steps: int, train_size: int) -> None:
+    """The warmup is shorter than training, once the data fixes the number of steps."""
+    from expkit.optim import warmup_steps
+
+    warmup = warmup_steps(cfg.scheduler, total_steps)
+    if warmup < total_steps:
+        return
+    s, t = cfg.scheduler, cfg.trainer
+    setting = (
+        f"scheduler.warmup_steps={s.warmup_steps}"
+        if s.warmup_steps > 0
+        else f"scheduler.warmup_ratio={s.warmup_ratio}"
+    )
+    length = (
+        f"trainer.max_steps={t.max_steps}"
+        if t.max_steps > 0
+        else f"trainer.epochs={t.epochs} over {train_size} examples, "
+        f"batch {t.batch_size} x accumulation {t.grad_accum_steps}"
+    )
+    raise ConfigError(
+        f"{setting} gives {warmup} warmup steps, not shorter than training "
+        f"({total_steps} steps: {length})"
+    )
+
+
+def check_model_fits(cfg: DictConfig, config: Any) -> None:
+    """What depends on the model's config (local or from the hub): the layers freeze counts."""
+    f = cfg.freeze
+    layers = getattr(config, "num_hidden_layers", None)
+    if f.name == "bottom_layers" and layers is not None and f.num_layers > layers:
+        raise ConfigError(
+            f"freeze.num_layers={f.num_layers} is beyond the model's {layers} encoder layers"
+        )
 
 
 def _check_names(cfg: DictConfig, errors: list[str]) -> None:
     for kind, value in (
+        ("task", cfg.task.name),
         ("optimizer", cfg.optimizer.name),
         ("scheduler", cfg.scheduler.name),
         ("freeze", cfg.freeze.name),
@@ -516,6 +564,7 @@ def validate(cfg: DictConfig) -> None:
     limits = _check_model(cfg, errors)
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
+    _check_task(cfg, errors)
     errors += _objective_errors(cfg)
     _check_tracking(cfg, errors)
     if errors:

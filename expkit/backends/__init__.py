@@ -1,7 +1,8 @@
 """Backend registry: `trainer.backend` name -> the function that trains an already-built job.
 
 Backends build nothing themselves: they get the model (freeze applied), tokenized splits, collator,
-optimizer, scheduler, loss and metrics function from the shared builders, and the tracker.
+optimizer, scheduler and loss from the shared builders, the task (what is kept of the model's
+outputs, and the metrics: expkit.tasks), and the tracker. They never name a task.
 Adding a backend is one module with a `train(job) -> metrics` function (and, optionally, a
 `check(cfg, device)` that rejects what the backend cannot run, before the tracking run opens),
 one line here, one YAML file in conf/trainer/.
@@ -44,7 +45,7 @@ class TrainJob:
     optimizer: Any
     scheduler: Any
     loss_fn: Callable[[Any, Any], Any] | None  # None: the model's own loss
-    compute_metrics: Callable[[Any, Any], dict[str, float]]  # (predictions, labels) -> metrics
+    task: Any  # expkit.tasks.Task: outputs(logits) per example, metrics(outputs, labels, split)
     total_steps: int
     tracker: Any
     run_dir: Path
@@ -141,6 +142,7 @@ def save_checkpoint(
     epoch, in_epoch = divmod(step, job.steps_per_epoch)
     state = {
         **job.checkpoint_meta,
+        "task_state": job.task.state(),  # what evaluation chose (a threshold): used after resume
         "backend": str(t.backend),
         # the data position: the sampler's order is fixed by (seed, epoch)
         "epoch": epoch,
@@ -197,6 +199,11 @@ def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: f
     """A logging step as a log line, where no progress bar shows (a log file, CI)."""
     rate = step / train_seconds if train_seconds > 0 else 0.0
     log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s", step, total, loss, lr, rate)
+
+
+def batch_size(batch: dict[str, Any]) -> int:
+    """Examples in a batch: every task has input ids, not every one has a label per example."""
+    return int(batch["input_ids"].shape[0])
 
 
 def log_evaluation(step: int, metrics: dict[str, float]) -> None:

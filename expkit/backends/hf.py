@@ -1,8 +1,9 @@
-"""The Hugging Face Trainer backend (S10), step for step equal to the manual loop.
+"""The Hugging Face Trainer backend, step for step equal to the manual loop.
 
 The Trainer gets the objects the shared builders made (model with freeze applied, tokenized splits,
-collator, optimizer, scheduler, metrics) and expkit's training order (`EpochSampler`) and loss
-(`forward_loss`). What it would do differently by default is set back to the manual loop's way:
+collator, optimizer, scheduler), the task's outputs and metrics, and expkit's training order
+(`EpochSampler`) and loss (`forward_loss`). What it would do differently by default is set
+back to the manual loop's way:
 - the loss of a step is the mean of its micro-batch losses (no `num_items_in_batch` rescaling);
 - no built-in reporting (`report_to=[]`): `TrackerCallback` forwards the Trainer's logs to
   expkit's tracker under the manual loop's names and steps, and times the training loop alone;
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from expkit.backends import (
     Progress,
     TrainJob,
+    batch_size,
     final_evaluation,
     log_evaluation,
     log_progress,
@@ -133,7 +135,7 @@ def _type_error(key: str, value: Any, hint: Any) -> str | None:
 
 
 def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: bool) -> Any:
-    """TrainingArguments from the run config (S10), plus the user's `trainer.hf_args`."""
+    """TrainingArguments from the run config, plus the user's `trainer.hf_args`."""
     from transformers import TrainingArguments
 
     t, o = cfg.trainer, cfg.optimizer
@@ -257,7 +259,7 @@ def _trainer_class() -> type:
             self.write_checkpoint()
 
         def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
-            self.step_samples += int(inputs["labels"].shape[0])
+            self.step_samples += batch_size(inputs)
             loss = super().training_step(model, inputs, *args, **kw)
             self.step_loss = self.step_loss + loss
             return loss
@@ -434,12 +436,16 @@ def train(job: TrainJob) -> dict[str, float]:
     progress = Progress(**resume.state["progress"]) if resume is not None else Progress()
     callback = _callback_class()(job, progress)
 
-    def compute_metrics(prediction: Any) -> dict[str, float]:
-        return job.compute_metrics(prediction.predictions, prediction.label_ids)
+    split = {"name": "dev"}  # which split the Trainer is evaluating: the task may use it
 
-    def argmax(logits: Any, labels: Any) -> Any:
-        # class ids, not logits, are kept across the evaluation (as in the manual loop)
-        return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        # one item per example, as the manual loop hands them over
+        outputs, labels = list(prediction.predictions), list(prediction.label_ids)
+        return job.task.metrics(outputs, labels, split["name"])
+
+    def keep_outputs(logits: Any, labels: Any) -> Any:
+        # what the task keeps of each batch (class ids, scores, probabilities), not the logits
+        return job.task.outputs(logits[0] if isinstance(logits, tuple) else logits)
 
     trainer = _trainer_class()(
         model=job.model,
@@ -448,7 +454,7 @@ def train(job: TrainJob) -> dict[str, float]:
         eval_dataset=job.datasets.get("dev"),
         data_collator=job.collator,
         compute_metrics=compute_metrics,
-        preprocess_logits_for_metrics=argmax,
+        preprocess_logits_for_metrics=keep_outputs,
         optimizers=(job.optimizer, job.scheduler),
         callbacks=[callback],
         loss_fn=job.loss_fn,
@@ -487,6 +493,7 @@ def train(job: TrainJob) -> dict[str, float]:
     scaler, state = trainer_state()
     with final_evaluation(job, scaler, callback.progress_now().as_dict(), trainer_state=state):
         if "test" in job.datasets:
+            split["name"] = "test"
             trainer.evaluate(job.datasets["test"], metric_key_prefix="test")
     if job.world.is_main and output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()  # nothing was saved there: leave no empty folder behind

@@ -1,4 +1,6 @@
-"""The hand-written PyTorch loop (S2, S5, S7, S8): the tutorial's loop, with what a run needs."""
+"""The hand-written PyTorch loop: the tutorial's loop (eval mode and inference mode for evaluation,
+the loss options, mixed precision, the scheduler stepped after the optimizer), with what a run
+needs besides: accumulation, clipping, checkpoints, resume, several processes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from expkit.backends import (
     Progress,
     TrainJob,
+    batch_size,
     final_evaluation,
     log_evaluation,
     log_progress,
@@ -28,7 +31,7 @@ def is_eval_step(step: int, eval_every: int, steps_per_epoch: int) -> bool:
 
 
 def _autocast(precision: str, device: Any) -> Any:
-    """A context-manager factory: autocast to bf16 / fp16, or nothing for fp32 (S7)."""
+    """A context-manager factory: autocast to bf16 / fp16, or nothing for fp32."""
     import contextlib
 
     import torch
@@ -44,12 +47,12 @@ def _autocast(precision: str, device: Any) -> Any:
 
 
 def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
-    """Loss and metrics on one split, in eval mode under inference_mode (S2).
+    """Loss and the task's metrics on one split, in eval mode under inference_mode.
 
-    With several processes each evaluates every world_size-th example and the predictions are
-    gathered: every example counted once, whether or not the split divides evenly.
+    The task's outputs and the labels are kept per example, whatever their shape. With several
+    processes each evaluates every world_size-th example and the outputs are gathered: every
+    example counted once, whether or not the split divides evenly.
     """
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -60,26 +63,24 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
     loader = DataLoader(data, batch_size=job.cfg.trainer.eval_batch_size, collate_fn=job.collator)
     was_training = model.training
     model.eval()
-    total_loss, count, preds, golds = 0.0, 0, [], []
+    total_loss, count, outputs, golds = 0.0, 0, [], []
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast():
                 loss, out = forward_loss(model, batch, job.loss_fn)
-            n = batch["labels"].shape[0]
+            n = batch_size(batch)
             total_loss += float(loss) * n  # per-sample mean over the split
             count += n
-            preds.append(out.logits.argmax(-1).cpu().numpy())
-            golds.append(batch["labels"].cpu().numpy())
+            outputs.extend(job.task.outputs(out.logits).cpu().numpy())
+            golds.extend(batch["labels"].cpu().numpy())
     model.train(was_training)
-    preds_np = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
-    golds_np = np.concatenate(golds) if golds else np.zeros(0, dtype=np.int64)
     if here.active:
-        parts = all_gather((preds_np, golds_np, total_loss, count), here)
-        preds_np = np.concatenate([part[0] for part in parts])
-        golds_np = np.concatenate([part[1] for part in parts])
+        parts = all_gather((outputs, golds, total_loss, count), here)
+        outputs = [item for part in parts for item in part[0]]
+        golds = [item for part in parts for item in part[1]]
         total_loss, count = sum(part[2] for part in parts), sum(part[3] for part in parts)
-    metrics = job.compute_metrics(preds_np, golds_np)
+    metrics = job.task.metrics(outputs, golds, split)
     return {"loss": total_loss / max(count, 1), **metrics}
 
 
@@ -141,7 +142,7 @@ def train(job: TrainJob) -> dict[str, float]:
     if job.resume is not None and in_epoch == 0:
         checkpoint.restore_rng(job.resume.path, here.rank, here.size)
 
-    model.train()  # from_pretrained returns the model in eval mode (S2)
+    model.train()  # from_pretrained returns the model in eval mode
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(total=job.total_steps, initial=first - 1, desc="train", unit="step",
                disable=not t.progress or not here.is_main or None)  # fmt: skip
@@ -166,7 +167,7 @@ def train(job: TrainJob) -> dict[str, float]:
                     loss = loss / len(window)
                     scaler.scale(loss).backward()
                 step_loss += loss.detach()
-                step_samples += batch["labels"].shape[0]
+                step_samples += batch_size(batch)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
@@ -180,7 +181,7 @@ def train(job: TrainJob) -> dict[str, float]:
                 optimizer.zero_grad(set_to_none=True)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()  # after optimizer.step(), as the tutorial says (S8)
+            scheduler.step()  # after optimizer.step(), as the tutorial says
             optimizer.zero_grad(set_to_none=True)
 
             if not skipped:

@@ -1,0 +1,191 @@
+"""The Task protocol, and SequenceTask: the shared part of tasks that label whole texts.
+
+Every method a backend or expkit.run calls is here. A task is built from its `task` config
+section; reading, checking and encoding import nothing heavy until they run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+from expkit.data import RawData, text_columns
+
+LossFn = Callable[[Any, Any], Any]
+
+
+class Task:
+    """One task family. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    objective: ClassVar[str]  # the default objective.metric (maximized)
+    losses: ClassVar[tuple[str, ...]]  # the loss options (conf/loss) this task takes
+    summary: ClassVar[tuple[str, ...]]  # the metrics a sweep's table shows, without prefix
+    model_class: ClassVar[str] = "AutoModelForSequenceClassification"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.label_names: list[str] = []
+
+    def bind(self, raw: RawData) -> None:
+        """The data's label space, read: metrics and predictions name labels by it."""
+        self.label_names = list(raw.label_names)
+
+    # -- at the door: light, before anything heavy is imported or loaded ---------------------
+    def check(self, cfg: DictConfig) -> list[str]:
+        """Problems of the whole run config as this task sees them, one message each."""
+        errors = []
+        if cfg.loss.name not in self.losses:
+            errors.append(
+                f"loss={cfg.loss.name} does not fit task={self.name} (valid for {self.name}: "
+                f"{', '.join(self.losses)})"
+            )
+        return errors
+
+    def check_data(self, raw: RawData, cfg: DictConfig) -> None:
+        """Settings that depend on the data read (e.g. one weight per class): raise ConfigError."""
+
+    # -- data --------------------------------------------------------------------------------
+    def read(
+        self,
+        tables: dict[str, tuple[list[str], list[dict]]],
+        sources: dict[str, str],
+        data_cfg: DictConfig,
+        notes: list[str],
+    ) -> RawData:
+        """The splits' rows as examples and the label space; DataError names file and row."""
+        raise NotImplementedError
+
+    def encode_kwargs(self, data_cfg: DictConfig) -> dict[str, Any]:
+        """Every argument of the tokenizer call: part of the tokenized cache's key."""
+        raise NotImplementedError
+
+    def encode(
+        self, raw: RawData, split: str, tokenizer: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list]:
+        """The model's input columns and `labels` for one split."""
+        raise NotImplementedError
+
+    def collator(self, tokenizer: Any) -> Any:
+        raise NotImplementedError
+
+    # -- model -------------------------------------------------------------------------------
+    def head_config(self, raw: RawData) -> dict[str, Any]:
+        """Model config fields of the head (num_labels, problem_type, id2label, label2id)."""
+        raise NotImplementedError
+
+    def loss(self, loss_cfg: DictConfig, raw: RawData) -> LossFn | None:
+        """The loss: None for the model's own; else loss(logits, labels)."""
+        from expkit.loss import build_loss
+
+        return build_loss(loss_cfg, raw)
+
+    def params(self, raw: RawData) -> dict[str, Any]:
+        """What the run records about the label space (derived.* params)."""
+        return {}
+
+    # -- evaluation and predictions ----------------------------------------------------------
+    def outputs(self, logits: Any) -> Any:
+        """What is kept of a batch's logits, one row per example (a tensor)."""
+        raise NotImplementedError
+
+    def metrics(self, outputs: list[Any], labels: list[Any], split: str) -> dict[str, float]:
+        """Metrics of one split from the kept outputs and gold labels, one item per example."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """What evaluation learned and later splits use (a threshold chosen on dev): saved in
+        checkpoints so a resumed run uses it too."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def report(self) -> dict[str, str]:
+        """Artifacts of the last evaluations (file name -> text), logged when the run ends."""
+        return {}
+
+    def prediction(self, output: Any) -> dict[str, Any]:
+        """One example's output as the fields of its prediction record."""
+        raise NotImplementedError
+
+    def write_predictions(self, raw: RawData, split: str, outputs: list[Any], path: Path) -> None:
+        """One JSON line per example of `split`: its input fields and its prediction."""
+        raise NotImplementedError
+
+
+def given_label_names(data_cfg: DictConfig) -> list[str] | None:
+    """The label set the config gives: data.label_names, or data.label_names_file (a name per
+    line, in id order, relative to data.path); None: the labels come from the train split."""
+    if data_cfg.label_names is not None:
+        return [str(n) for n in data_cfg.label_names]
+    name = data_cfg.get("label_names_file")
+    if not name:
+        return None
+    from expkit.tables import read_label_names
+
+    path = Path(str(name)).expanduser()
+    if not path.is_absolute() and data_cfg.path is not None:
+        path = Path(str(data_cfg.path)) / path
+    return read_label_names(path)
+
+
+class SequenceTask(Task):
+    """Tasks that label a whole text (or sentence pair): one label item per row."""
+
+    def read(
+        self,
+        tables: dict[str, tuple[list[str], list[dict]]],
+        sources: dict[str, str],
+        data_cfg: DictConfig,
+        notes: list[str],
+    ) -> RawData:
+        texts, values = {}, {}
+        for split, (columns, rows) in tables.items():
+            texts[split], values[split] = text_columns(
+                rows, columns, data_cfg, sources[split], notes
+            )
+        space = self.label_space(values["train"], data_cfg, sources["train"])
+        labels = {
+            split: self.parse_labels(vals, space, sources[split]) for split, vals in values.items()
+        }
+        return RawData(texts, labels, space, sources, notes, list(data_cfg.text_fields))
+
+    def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
+        """The label names in id order (empty for a score)."""
+        raise NotImplementedError
+
+    def parse_labels(self, values: list[Any], names: list[str], source: str) -> list[Any]:
+        """The label column's values as the model's labels."""
+        raise NotImplementedError
+
+    def encode_kwargs(self, data_cfg: DictConfig) -> dict[str, Any]:
+        return {"truncation": True, "max_length": int(data_cfg.max_length)}
+
+    def encode(
+        self, raw: RawData, split: str, tokenizer: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list]:
+        columns = raw.texts[split]
+        # sentence pairs go in as pairs (token_type_ids 0/1), as in the tutorial
+        second = columns[1] if len(columns) == 2 else None
+        encoded = tokenizer(columns[0], second, **kwargs)
+        return {**encoded, "labels": raw.labels[split]}
+
+    def collator(self, tokenizer: Any) -> Any:
+        """Dynamic padding per batch (pads to the longest sequence in the batch)."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def write_predictions(self, raw: RawData, split: str, outputs: list[Any], path: Path) -> None:
+        fields = raw.text_fields
+        lines = []
+        for i, output in enumerate(outputs):
+            record = {name: raw.texts[split][c][i] for c, name in enumerate(fields)}
+            record.update(self.prediction(output))
+            lines.append(json.dumps(record, ensure_ascii=False))
+        Path(path).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
