@@ -185,7 +185,7 @@ def _read_delimited(
                     fields = fields[:width]
                 else:
                     hint = ""
-                    if len(fields) > width:
+                    if len(fields) > width and not opts.header:
                         hint = " (data.extra_fields=ignore keeps the first fields of longer rows)"
                     raise DataError(
                         f"{path}:{reader.line_num}: expected {width} fields ({origin}), "
@@ -285,9 +285,7 @@ def read_table(
     else:
         supported = ", ".join(f".{f}" for f in FORMATS)
         kind = f"'.{ext}'" if ext else "(no extension)"
-        raise DataError(
-            f"{path}: unsupported file type {kind} (supported: {supported}; or set data.format)"
-        )
+        raise DataError(f"{path}: unsupported file type {kind} (supported: {supported})")
     if not rows:
         raise _no_rows(path)
     return columns, rows
