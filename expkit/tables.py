@@ -193,7 +193,8 @@ def _read_delimited(
                     )
             append(dict(zip(header, fields, strict=True)))  # width checked above
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed {path.suffix[1:]} ({exc})") from None
+        kind = "tsv" if delimiter == "\t" else "csv"  # as read: data.format may override the name
+        raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({exc})") from None
     return header, rows
 
 
@@ -413,10 +414,13 @@ def resolve_split_files(data_cfg: Any) -> dict[str, list[Path]]:
     for key, pattern in files.items():
         pattern = str(pattern)
         full = Path(pattern).expanduser()
-        full = full if full.is_absolute() else root / full
+        absolute = full.is_absolute()
+        full = full if absolute else root / full
         if _is_glob(pattern):
+            # the folder's own name is no pattern, even if it holds a "[" or "*"
+            spec = str(full) if absolute else f"{glob.escape(str(root))}/{pattern}"
             # sorted: the order of the rows must not depend on the file system
-            paths = sorted(Path(p) for p in glob.glob(str(full)) if Path(p).is_file())
+            paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
             if not paths:
                 raise DataError(f"data.files.{key}='{pattern}' matches no file in '{root}'")
         elif not full.is_file():

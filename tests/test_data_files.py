@@ -79,6 +79,14 @@ def test_a_glob_concatenates_its_files_in_sorted_order(tmp_path):
     assert sources["train"] == f"{tmp_path} (3 files: part-1.jsonl, part-10.jsonl, part-2.jsonl)"
 
 
+def test_a_glob_reaches_into_subfolders_of_a_folder_named_like_a_pattern(tmp_path):
+    root = tmp_path / "data[1]"  # its "[1]" is part of the name, not a pattern
+    _write(root / "b" / "x.csv", "text,label\nb,0\n")
+    _write(root / "a" / "x.csv", "text,label\na,1\n")
+    tables, _, _ = read_splits(_data(root, files={"train": "**/*.csv"}))
+    assert _texts(tables["train"]) == ["a", "b"]
+
+
 def test_files_of_one_split_need_the_same_columns(tmp_path):
     _write(tmp_path / "t1.csv", "text,label\na,1\n")
     second = _write(tmp_path / "t2.csv", "sentence,label\nb,0\n")
