@@ -39,6 +39,17 @@ class DataConfig:
     text_fields: list[str] = field(default_factory=lambda: ["text"])  # one column, or two for pairs
     label_field: str = "label"
     label_names: list[str] | None = None  # the label set in id order; default: from train
+    label_names_file: str | None = None  # label names one a line (line N: id N-1), in data.path
+    label_separator: str = ","  # between the label ids of one row (multi-label data)
+    # split -> file in data.path (globs allowed: train: part-*.csv); empty: train/dev/test by name
+    files: dict[str, str] = field(default_factory=dict)
+    format: str | None = None  # csv | tsv | jsonl | json | parquet; default: from the extension
+    header: bool = True  # false: no header row, data.columns names the fields
+    columns: list[str] | None = None
+    extra_fields: str = "error"  # rows with more fields than columns: error | ignore (keep first)
+    quoting: str | None = None  # none (quotes are text; tsv default) | csv (csv default)
+    dev_fraction: float | None = None  # hold out this share of train as dev (no dev file)
+    split_seed: int = 0  # the shuffle that picks the held-out dev rows
     max_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -208,7 +219,8 @@ def _package_path(name: str) -> str:
 
 # free-form sections whose keys are checked later, against their target (TrainingArguments,
 # sbatch): a user writes trainer.hf_args.some_flag=1 without Hydra's "+" for a new key
-_PASS_THROUGH = ("hf_args", "additional_parameters")
+# (data.files.train=x.csv without "+": its keys are split names, checked by validate)
+_PASS_THROUGH = ("hf_args", "additional_parameters", "files")
 
 
 def _open_pass_through(schema: type) -> Any:

@@ -7,10 +7,14 @@ pandas is imported for parquet only.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
+import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from expkit.errors import DataError
 
@@ -20,6 +24,12 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "test": ("test",),
 }
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+DELIMITED = ("csv", "tsv")
+QUOTING = {"none": csv.QUOTE_NONE, "csv": csv.QUOTE_MINIMAL}
+# GLUE's tsv files carry unbalanced quotes inside fields: quoting is off unless asked for
+DEFAULT_QUOTING = {"tsv": "none", "csv": "csv"}
+EXTRA_FIELDS = ("error", "ignore")
+FILE_SPLITS = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
 
 Cell = str | int | float | bool | list | dict | None
 Row = dict[str, Cell]
@@ -103,18 +113,62 @@ def _check_header(path: Path, header: list[str]) -> list[str]:
     return header
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
+@dataclass
+class ReadOptions:
+    """How to read one file: the data config's format keys (defaults: the old behaviour)."""
+
+    format: str | None = None  # None: from the extension
+    header: bool = True
+    columns: list[str] | None = None  # the names of the fields when header is False
+    extra_fields: str = "error"  # rows longer than the columns: error | ignore
+    quoting: str | None = None  # none | csv; None: DEFAULT_QUOTING of the format
+
+
+@dataclass
+class Extra:
+    """Rows of one file that had more fields than columns (extra_fields=ignore)."""
+
+    count: int = 0
+    first_line: int = 0
+    most: int = 0
+
+
+def columns_problem(columns: list[str]) -> str | None:
+    """Why `columns` cannot name a file's fields (empty or duplicate names), else None."""
+    empty = [str(i) for i, c in enumerate(columns, start=1) if not str(c).strip()]
+    if empty:
+        return f"data.columns={list(columns)} has an empty name (position {', '.join(empty)})"
+    dupes = sorted({c for c in columns if list(columns).count(c) > 1})
+    if dupes:
+        return f"data.columns={list(columns)} has duplicates ({', '.join(dupes)})"
+    return None
+
+
+def _read_delimited(
+    path: Path,
+    delimiter: str,
+    quoting: int,
+    opts: ReadOptions | None = None,
+    extra: Extra | None = None,
+) -> Table:
+    opts = opts or ReadOptions()
     # whole documents in one field exceed csv's default 128 KiB field limit
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     # newline="" leaves \r\n inside quoted fields alone; csv itself ends lines on \n, \r\n or \r
     reader = csv.reader(
         io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting
     )
+    ignore = opts.extra_fields == "ignore"
     try:
-        header = next(reader, None)
-        if not header:
-            raise _no_rows(path)
-        header = _check_header(path, header)
+        if opts.header:
+            header = next(reader, None)
+            if not header:
+                raise _no_rows(path)
+            header = _check_header(path, header)
+            origin = "as in the header"
+        else:
+            header = list(opts.columns or [])
+            origin = f"data.columns has {len(header)} names"
         width = len(header)
         rows: list[Row] = []
         append = rows.append
@@ -122,13 +176,25 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
             if len(fields) != width:
                 if not fields:  # a blank line
                     continue
-                raise DataError(
-                    f"{path}:{reader.line_num}: expected {width} fields (as in the header), "
-                    f"found {len(fields)}"
-                )
+                if len(fields) > width and ignore:
+                    # the record is the first `width` fields; the rest are trailing notes
+                    if extra is not None:
+                        extra.count += 1
+                        extra.first_line = extra.first_line or reader.line_num
+                        extra.most = max(extra.most, len(fields))
+                    fields = fields[:width]
+                else:
+                    hint = ""
+                    if len(fields) > width and not opts.header:
+                        hint = " (data.extra_fields=ignore keeps the first fields of longer rows)"
+                    raise DataError(
+                        f"{path}:{reader.line_num}: expected {width} fields ({origin}), "
+                        f"found {len(fields)}{hint}"
+                    )
             append(dict(zip(header, fields, strict=True)))  # width checked above
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed {path.suffix[1:]} ({exc})") from None
+        kind = "tsv" if delimiter == "\t" else "csv"  # as read: data.format may override the name
+        raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({exc})") from None
     return header, rows
 
 
@@ -190,15 +256,29 @@ def _read_parquet(path: Path) -> Table:
     return [str(c) for c in frame.columns], frame.to_dict(orient="records")
 
 
-def read_table(path: str | Path) -> Table:
-    """Read one split file into (column names, rows); the format comes from the extension."""
+def file_format(path: str | Path, format: str | None = None) -> str:
+    """The format a file is read as: `format` if given, else its extension (lower case)."""
+    return format or Path(path).suffix.lstrip(".").lower()
+
+
+def read_table(
+    path: str | Path, opts: ReadOptions | None = None, extra: Extra | None = None
+) -> Table:
+    """Read one split file into (column names, rows); the format comes from the extension
+    unless `opts.format` names it. Rows longer than the columns are counted in `extra`
+    when `opts.extra_fields` is "ignore"."""
     path = Path(path)
-    ext = path.suffix.lstrip(".").lower()
-    if ext == "tsv":
-        # GLUE files carry unbalanced quotes inside fields: quoting must be off
-        columns, rows = _read_delimited(path, "\t", csv.QUOTE_NONE)
-    elif ext == "csv":
-        columns, rows = _read_delimited(path, ",", csv.QUOTE_MINIMAL)
+    opts = opts or ReadOptions()
+    ext = file_format(path, opts.format)
+    if ext not in DELIMITED and (not opts.header or opts.columns is not None):
+        raise DataError(
+            f"{path}: data.header=false and data.columns apply to csv and tsv files, not {ext} "
+            "(its records name their own columns)"
+        )
+    if ext in DELIMITED:
+        quoting = QUOTING[opts.quoting or DEFAULT_QUOTING[ext]]
+        delimiter = "\t" if ext == "tsv" else ","
+        columns, rows = _read_delimited(path, delimiter, quoting, opts, extra)
     elif ext in ("jsonl", "json"):
         columns, rows = _read_json(path)
     elif ext == "parquet":
@@ -210,3 +290,234 @@ def read_table(path: str | Path) -> Table:
     if not rows:
         raise _no_rows(path)
     return columns, rows
+
+
+def read_label_names(path: str | Path) -> list[str]:
+    """Label names, one a line: line N names label id N-1 (blank lines at the end are fine)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"label names file '{path}' does not exist (data.label_names_file)")
+    lines = _read_text(path).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: no label names (one name a line; line N names label id N-1)")
+    seen: dict[str, int] = {}
+    names = []
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name:
+            raise DataError(f"{path}:{number}: empty label name (one name a line, no blank lines)")
+        if name in seen:
+            raise DataError(
+                f"{path}:{number}: duplicate label name '{name}' (also on line {seen[name]})"
+            )
+        seen[name] = number
+        names.append(name)
+    return names
+
+
+def _get(data_cfg: Any, key: str, default: Any = None) -> Any:
+    """A data config key, or `default` where an older config lacks it."""
+    return (
+        data_cfg.get(key, default) if hasattr(data_cfg, "get") else getattr(data_cfg, key, default)
+    )
+
+
+def label_names_path(data_cfg: Any) -> Path | None:
+    """data.label_names_file resolved against data.path, or None when it is unset."""
+    name = _get(data_cfg, "label_names_file")
+    if name is None:
+        return None
+    path = Path(str(name)).expanduser()
+    return path if path.is_absolute() else Path(str(data_cfg.path)).expanduser() / path
+
+
+def read_options(data_cfg: Any) -> ReadOptions:
+    """The data config's keys on how to read each file."""
+    columns = _get(data_cfg, "columns")
+    return ReadOptions(
+        format=_get(data_cfg, "format"),
+        header=bool(_get(data_cfg, "header", True)),
+        columns=[str(c) for c in columns] if columns is not None else None,
+        extra_fields=str(_get(data_cfg, "extra_fields", "error")),
+        quoting=_get(data_cfg, "quoting"),
+    )
+
+
+def options_problems(data_cfg: Any) -> list[str]:
+    """What is wrong with the data config's keys on reading files (checked without a file)."""
+    problems = []
+    opts = read_options(data_cfg)
+    if opts.format is not None and opts.format not in FORMATS:
+        problems.append(f"data.format={opts.format!r} is not valid (valid: {', '.join(FORMATS)})")
+    if opts.quoting is not None and opts.quoting not in QUOTING:
+        problems.append(
+            f"data.quoting={opts.quoting!r} is not valid (valid: none: quote characters are "
+            "text; csv: CSV-style quoted fields)"
+        )
+    if opts.extra_fields not in EXTRA_FIELDS:
+        problems.append(
+            f"data.extra_fields={opts.extra_fields!r} is not valid "
+            f"(valid: {', '.join(EXTRA_FIELDS)})"
+        )
+    if not opts.header and opts.columns is None:
+        problems.append("data.header=false needs data.columns (the names of the fields, in order)")
+    if opts.header and opts.columns is not None:
+        problems.append(
+            "data.columns names the fields of files without a header row: set data.header=false "
+            "too (files with a header row take their column names from it)"
+        )
+    if opts.columns is not None:
+        problem = columns_problem(opts.columns)
+        if problem is not None:
+            problems.append(problem)
+    fraction = _get(data_cfg, "dev_fraction")
+    if fraction is not None and not 0.0 < float(fraction) < 1.0:
+        problems.append(
+            f"data.dev_fraction={fraction} must be in (0, 1) (or null: no held-out dev)"
+        )
+    return problems
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def resolve_split_files(data_cfg: Any) -> dict[str, list[Path]]:
+    """Map split name -> its files, sorted: data.files (globs allowed, paths relative to
+    data.path) when set, else the train/dev/test files found by name in data.path."""
+    root = Path(str(data_cfg.path)).expanduser()
+    files = dict(_get(data_cfg, "files") or {})
+    if not files:
+        return {split: [path] for split, path in find_split_files(root).items()}
+    problem = file_not_folder(root)
+    if problem is not None:
+        raise DataError(problem)
+    if not root.is_dir():
+        raise DataError(
+            f"data directory '{root}' does not exist (data.path: the folder data.files are in)"
+        )
+    unknown = sorted(k for k in files if k not in FILE_SPLITS)
+    if unknown:
+        raise DataError(
+            f"data.files has an unknown split {', '.join(map(repr, unknown))} "
+            "(valid: train, dev, validation, test)"
+        )
+    if "dev" in files and "validation" in files:
+        raise DataError("data.files names both dev and validation (one split: keep one of them)")
+    if "train" not in files:
+        raise DataError(
+            f"data.files ({', '.join(files)}) has no train file (e.g. data.files.train=train.csv)"
+        )
+    found: dict[str, list[Path]] = {}
+    for key, pattern in files.items():
+        pattern = str(pattern)
+        full = Path(pattern).expanduser()
+        absolute = full.is_absolute()
+        full = full if absolute else root / full
+        if _is_glob(pattern):
+            # the folder's own name is no pattern, even if it holds a "[" or "*"
+            spec = str(full) if absolute else f"{glob.escape(str(root))}/{pattern}"
+            # sorted: the order of the rows must not depend on the file system
+            paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            if not paths:
+                raise DataError(f"data.files.{key}='{pattern}' matches no file in '{root}'")
+        elif not full.is_file():
+            present = ", ".join(sorted(p.name for p in root.iterdir())) or "nothing"
+            raise DataError(
+                f"data.files.{key}: '{full}' is not a file (found in '{root}': {present})"
+            )
+        else:
+            paths = [full]
+        found[FILE_SPLITS[key]] = paths
+    return found
+
+
+def _read_split(paths: list[Path], opts: ReadOptions, notes: list[str]) -> Table:
+    """Read the files of one split and concatenate their rows in order."""
+    columns: list[str] | None = None
+    rows: list[Row] = []
+    for path in paths:
+        extra = Extra()
+        cols, part = read_table(path, opts, extra)
+        if extra.count:
+            notes.append(
+                f"{path}: {extra.count} rows have more than {len(cols)} fields (up to "
+                f"{extra.most}; the first on line {extra.first_line}): their first {len(cols)} "
+                "fields are the record, the rest is ignored (data.extra_fields=ignore)"
+            )
+        if columns is None:
+            columns = cols
+        elif set(cols) != set(columns):
+            raise DataError(
+                f"{path}: its columns ({', '.join(cols)}) differ from those of {paths[0]} "
+                f"({', '.join(columns)}); the files of one split need the same columns"
+            )
+        rows.extend(part)
+    assert columns is not None  # resolve_split_files gives every split one file or more
+    return columns, rows
+
+
+def _source(paths: list[Path]) -> str:
+    if len(paths) == 1:
+        return str(paths[0])
+    return f"{paths[0].parent} ({len(paths)} files: {', '.join(p.name for p in paths)})"
+
+
+def hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """(kept, held out): round(fraction * n) rows drawn by a seeded shuffle, each part in file
+    order. The recipe is fixed (benchmarks reproduce it): do not change it."""
+    n = len(rows)
+    n_dev = round(fraction * n)
+    perm = list(range(n))
+    random.Random(seed).shuffle(perm)
+    dev_idx = set(perm[:n_dev])
+    kept = [r for i, r in enumerate(rows) if i not in dev_idx]
+    held = [r for i, r in enumerate(rows) if i in dev_idx]
+    return kept, held
+
+
+def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[str]]:
+    """Read every split of a local data set as the data config says: (tables, sources, notes).
+
+    tables[split] is (column names, rows), sources[split] names where it came from (for
+    messages), and notes are lines for the log (ignored extra fields, a held-out dev split).
+    """
+    problems = options_problems(data_cfg)
+    if problems:
+        raise DataError("; ".join(problems))
+    opts = read_options(data_cfg)
+    files = resolve_split_files(data_cfg)
+    notes: list[str] = []
+    tables = {split: _read_split(paths, opts, notes) for split, paths in files.items()}
+    sources = {split: _source(paths) for split, paths in files.items()}
+    fraction = _get(data_cfg, "dev_fraction")
+    if fraction is not None:
+        if "dev" in tables:
+            raise DataError(
+                f"data.dev_fraction={fraction} holds out a dev split, but there is a dev file "
+                f"({sources['dev']}); set data.dev_fraction=null or drop the dev file"
+            )
+        seed = int(_get(data_cfg, "split_seed", 0))
+        columns, rows = tables["train"]
+        kept, held = hold_out(rows, float(fraction), seed)
+        where = sources["train"]
+        if not held or not kept:
+            part = "no row" if not held else "every row"
+            raise DataError(
+                f"data.dev_fraction={fraction} of the {len(rows)} train rows ({where}) holds out "
+                f"{part}; choose a fraction that leaves rows in both dev and train"
+            )
+        share = f"{float(fraction) * 100:g}%"
+        tables["train"], tables["dev"] = (columns, kept), (columns, held)
+        sources["dev"] = f"{where} (dev: {share} held out, split_seed {seed})"
+        sources["train"] = (
+            f"{where} (train: without the {share} held out as dev, split_seed {seed})"
+        )
+        notes.append(
+            f"dev split: {len(held)} of the {len(rows)} train rows of {where} held out "
+            f"(data.dev_fraction={fraction}, data.split_seed={seed}); {len(kept)} remain for train"
+        )
+    order = [s for s in SPLIT_ALIASES if s in tables]  # train, dev, test
+    return {s: tables[s] for s in order}, {s: sources[s] for s in order}, notes

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from expkit.errors import ConfigError
+from expkit.errors import ConfigError, DataError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -176,6 +176,55 @@ def _check_data(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str
             errors.append(f"data.{key}={value} must be positive (or null for all)")
     if d.label_names is not None and len(set(d.label_names)) != len(d.label_names):
         errors.append(f"data.label_names={list(d.label_names)} has duplicates")
+    if not str(d.label_separator):
+        errors.append("data.label_separator is empty (the text between label ids, e.g. ',')")
+    _check_files(d, errors)
+
+
+def _check_files(d: DictConfig, errors: list[str]) -> None:
+    """The keys on which files to read and how; the named files exist (no data file is read)."""
+    from expkit.tables import (  # stdlib only: the check stays light
+        label_names_path,
+        options_problems,
+        read_label_names,
+        resolve_split_files,
+    )
+
+    errors += options_problems(d)
+    if d.label_names_file is not None and d.label_names is not None:
+        errors.append(
+            "set data.label_names or data.label_names_file, not both (data.label_names=null "
+            "reads the names from the file)"
+        )
+    if OmegaConf.is_missing(d, "path"):
+        return  # reported by _check_data
+    if d.path is None:
+        if d.files or d.label_names_file is not None or d.dev_fraction is not None:
+            errors.append(
+                "data.files, data.label_names_file and data.dev_fraction need data.path "
+                "(local files)"
+            )
+        return
+    if not Path(str(d.path)).expanduser().is_dir():
+        return  # reported by _check_data
+    names = label_names_path(d)
+    if names is not None:
+        try:
+            read_label_names(names)
+        except DataError as exc:
+            errors.append(str(exc))
+    try:
+        files = resolve_split_files(d)
+    except DataError as exc:
+        if d.files:  # the files named here; a folder without a train file is reported on reading
+            errors.append(str(exc))
+        return
+    if d.dev_fraction is not None and "dev" in files:
+        errors.append(
+            f"data.dev_fraction={d.dev_fraction} holds out a dev split from train, but there is "
+            f"a dev file ({', '.join(map(str, files['dev']))}); set data.dev_fraction=null or "
+            "drop the dev file"
+        )
 
 
 def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list[str]) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from expkit.errors import ConfigError
 from expkit.validate import validate
+from tests.conftest import SHARED_DATA
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,10 @@ def test_every_option_of_every_group_composes_and_validates(make_cfg, tmp_path):
         if group_dir.name in ("experiment", "hparams_search"):
             continue  # whole-config presets: tested on their own
         for option in sorted(group_dir.glob("*.yaml")):
-            extra = [f"data.path={tmp_path}"] if group_dir.name == "data" else []
+            # presets naming their files (data.files) need them: the real folder
+            real = SHARED_DATA / option.stem
+            extra = [f"data.path={real if real.is_dir() else tmp_path}"]
+            extra = extra if group_dir.name == "data" else []
             if option.stem == "bert_base_uncased":
                 continue  # a hub id: needs the network or a cache
             cfg = make_cfg(f"{group_dir.name}={option.stem}", *extra)
