@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from expkit.errors import DataError
-from expkit.tables import find_split_files, read_table
+from expkit.tables import read_splits
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,6 @@ def text_columns(
     return texts, labels
 
 
-def _read_local(cfg: DictConfig) -> tuple[dict[str, tuple[list[str], list[dict]]], dict[str, str]]:
-    files = find_split_files(Path(str(cfg.path)).expanduser())
-    tables = {split: read_table(path) for split, path in files.items()}
-    return tables, {split: str(path) for split, path in files.items()}
-
-
 def _read_hub(cfg: DictConfig) -> tuple[dict[str, tuple[list[str], list[dict]]], dict[str, str]]:
     from expkit.hub import hub_endpoint, hub_reachable
 
@@ -139,10 +133,13 @@ def _read_hub(cfg: DictConfig) -> tuple[dict[str, tuple[list[str], list[dict]]],
 
 def read_tables(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """Every split's table, where it came from, and notes for the log (skipped splits)."""
-    tables, sources = _read_local(cfg) if cfg.path is not None else _read_hub(cfg)
+    if cfg.path is not None:
+        tables, sources, notes = read_splits(cfg)
+    else:
+        (tables, sources), notes = _read_hub(cfg), []
     if "train" not in tables:
         raise DataError(f"no train split in {cfg.path or cfg.hub_id}")
-    notes = [
+    notes += [
         f"no {s} split in {cfg.path or cfg.hub_id}: skipped" for s in SPLITS if s not in tables
     ]
     return tables, sources, notes

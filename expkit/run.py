@@ -368,7 +368,7 @@ def _train(
         "%d x accumulation %d x %d processes); %d of %d parameters trainable",
         cfg.model.name_or_path, " (random weights)" if cfg.model.init == "random" else "",
         task.name, cfg.data.name, raw.size("train"), raw.size("dev"),
-        raw.size("test"), raw.num_labels, total_steps, derived["global_batch_size"],
+        raw.size("test"), len(raw.label_names), total_steps, derived["global_batch_size"],
         t.batch_size, t.grad_accum_steps, here.size, counts["trainable_params"],
         counts["total_params"],
     )  # fmt: skip

@@ -19,6 +19,19 @@ from expkit.schema import register_configs
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+
+def _classification() -> Any:
+    from omegaconf import OmegaConf
+
+    from expkit.tasks import task_class
+
+    return task_class("classification")(
+        OmegaConf.create({"name": "classification", "objective": "eval_accuracy"})
+    )
+
+
+CLASSIFICATION = _classification()  # the default task, for builder tests that read data
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # the tests assert on the default store in their cwd
 
@@ -82,13 +95,12 @@ def make_job(make_cfg, tmp_path) -> Callable[..., Any]:
     from transformers import set_seed
 
     from expkit.backends import TrainJob
-    from expkit.data import make_collator, tokenize
+    from expkit.data import tokenize
     from expkit.device import resolve_device
     from expkit.freeze import apply_freeze
-    from expkit.loss import build_loss
-    from expkit.metrics import classification_metrics
     from expkit.model import build_model, build_tokenizer
     from expkit.optim import build_optimizer, build_scheduler
+    from expkit.tasks import build_task
 
     def _make(total_steps: int, *overrides: str) -> tuple[Any, Recorder]:
         defaults = {"model.dropout": "0.0", "trainer.max_steps": str(total_steps)}
@@ -96,18 +108,19 @@ def make_job(make_cfg, tmp_path) -> Callable[..., Any]:
         first = [f"{k}={v}" for k, v in defaults.items() if k not in given]
         cfg = make_cfg(*first, "trainer.progress=false", *overrides)
         raw = _sentiment_raw()
+        task = build_task(cfg)
+        task.bind(raw)
         tok = build_tokenizer(cfg.model)
-        splits = tokenize(raw, tok, cfg.data, tmp_path / "cache")
+        splits = tokenize(raw, tok, task, cfg.data, tmp_path / "cache")
         set_seed(0)
-        model = build_model(cfg.model, raw.label_names)
+        model = build_model(cfg.model, task.head_config(raw), task.model_class)
         apply_freeze(model, cfg.freeze)
         opt = build_optimizer(model, cfg.optimizer)
         recorder = Recorder()
         job = TrainJob(
-            cfg=cfg, model=model, tokenizer=tok, datasets=splits, collator=make_collator(tok),
+            cfg=cfg, model=model, tokenizer=tok, datasets=splits, collator=task.collator(tok),
             optimizer=opt, scheduler=build_scheduler(opt, cfg.scheduler, total_steps),
-            loss_fn=build_loss(cfg.loss, 2),
-            compute_metrics=lambda p, y: classification_metrics(p, y, 2),
+            loss_fn=task.loss(cfg.loss, raw), task=task,
             total_steps=total_steps, tracker=recorder, run_dir=tmp_path / "run",
             device=resolve_device("cpu"),
         )  # fmt: skip

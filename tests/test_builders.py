@@ -8,8 +8,11 @@ from expkit.freeze import FREEZERS, apply_freeze
 from expkit.loss import build_loss
 from expkit.model import build_model
 from expkit.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from tests.conftest import CLASSIFICATION
 
 LABELS = ["neg", "pos"]
+HEAD = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {"neg": 0, "pos": 1}}
+MODEL_CLASS = "AutoModelForSequenceClassification"
 
 
 @pytest.fixture
@@ -17,7 +20,7 @@ def tiny(make_cfg):
     def _tiny(*overrides):
         cfg = make_cfg(*overrides)
         torch.manual_seed(0)
-        return cfg, build_model(cfg.model, LABELS)
+        return cfg, build_model(cfg.model, HEAD, MODEL_CLASS)
 
     return _tiny
 
@@ -118,27 +121,32 @@ def test_freeze_options(tiny, option, frozen_prefixes):
 
 
 def test_bottom_layers_beyond_the_model_is_a_config_error(tiny):
+    from expkit.validate import check_model_fits
+
     cfg, model = tiny("freeze=bottom_layers", "freeze.num_layers=3")
     with pytest.raises(ConfigError, match="beyond the model's 2 encoder layers"):
-        apply_freeze(model, cfg.freeze)
+        check_model_fits(cfg, model.config)
 
 
 def test_cross_entropy_loss_with_weights_and_smoothing(make_cfg):
     cfg = make_cfg("loss=cross_entropy", "loss.class_weights=[1.0,3.0]", "loss.label_smoothing=0.1")
-    loss_fn = build_loss(cfg.loss, num_labels=2)
+    loss_fn = build_loss(cfg.loss, None)
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
     labels = torch.tensor([1, 0])
     expected = torch.nn.functional.cross_entropy(
         logits, labels, weight=torch.tensor([1.0, 3.0]), label_smoothing=0.1
     )
     assert loss_fn(logits, labels).item() == pytest.approx(expected.item())
-    assert build_loss(make_cfg().loss, num_labels=2) is None  # the model's own loss
+    assert build_loss(make_cfg().loss, None) is None  # the model's own loss
 
 
 def test_class_weights_must_match_num_labels(make_cfg):
+    from expkit.data import RawData
+
     cfg = make_cfg("loss=cross_entropy", "loss.class_weights=[1.0,2.0,3.0]")
-    with pytest.raises(ConfigError, match="3 values for 2 labels"):
-        build_loss(cfg.loss, num_labels=2)
+    raw = RawData({"train": [["a", "b"]]}, {"train": [0, 1]}, ["neg", "pos"], {"train": "x"})
+    with pytest.raises(ConfigError, match="has 3 values but the data has 2 labels"):
+        CLASSIFICATION.check_data(raw, cfg)
 
 
 def test_pretrained_minilm_reports_only_its_new_head(make_cfg, caplog, capfd):
@@ -146,7 +154,7 @@ def test_pretrained_minilm_reports_only_its_new_head(make_cfg, caplog, capfd):
 
     cfg = make_cfg("model=minilm")
     with caplog.at_level(logging.INFO, logger="expkit.model"):
-        model = build_model(cfg.model, LABELS)
+        model = build_model(cfg.model, HEAD, MODEL_CLASS)
     assert model.config.num_hidden_layers == 6 and model.config.num_labels == 2
     head = [r.getMessage() for r in caplog.records if "new task head" in r.getMessage()]
     assert head == ["new task head, randomly initialised: classifier.bias, classifier.weight"]

@@ -13,7 +13,7 @@ from expkit.data import RawData, load_raw, tokenize
 from expkit.errors import ConfigError, DataError
 from expkit.tables import find_split_files, read_table
 from expkit.validate import validate
-from tests.conftest import run_cli
+from tests.conftest import CLASSIFICATION, run_cli
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 # ---------------------------------------------------------------- the tokenization cache
@@ -75,12 +75,12 @@ def _ids(tok, max_length: int = MAX_LENGTH) -> list[list[int]]:
 def test_a_changed_tokenizer_misses_the_cache(make_cfg, tok_dir, tmp_path, edit):
     cfg = make_cfg(f"data.max_length={MAX_LENGTH}").data
     cache = tmp_path / "cache"
-    before = tokenize(_raw(), _load(tok_dir), cfg, cache)["train"]["input_ids"]
+    before = tokenize(_raw(), _load(tok_dir), CLASSIFICATION, cfg, cache)["train"]["input_ids"]
     EDITS[edit](tok_dir)  # in place: the same path, as a user edits a model folder
     changed = _load(tok_dir)
     fresh = _ids(changed)
     assert fresh != before  # the edit changes the tokens (else the test proves nothing)
-    got = tokenize(_raw(), changed, cfg, cache)["train"]["input_ids"]
+    got = tokenize(_raw(), changed, CLASSIFICATION, cfg, cache)["train"]["input_ids"]
     assert got == fresh
     assert len(list(cache.iterdir())) == 2  # a second file beside the first
 
@@ -88,8 +88,8 @@ def test_a_changed_tokenizer_misses_the_cache(make_cfg, tok_dir, tmp_path, edit)
 def test_a_changed_max_length_misses_the_cache(make_cfg, tok_dir, tmp_path):
     cache = tmp_path / "cache"
     tok = _load(tok_dir)
-    tokenize(_raw(), tok, make_cfg(f"data.max_length={MAX_LENGTH}").data, cache)
-    got = tokenize(_raw(), tok, make_cfg("data.max_length=12").data, cache)
+    tokenize(_raw(), tok, CLASSIFICATION, make_cfg(f"data.max_length={MAX_LENGTH}").data, cache)
+    got = tokenize(_raw(), tok, CLASSIFICATION, make_cfg("data.max_length=12").data, cache)
     assert got["train"]["input_ids"] == _ids(tok, 12)
     assert len(list(cache.iterdir())) == 2
 
@@ -97,14 +97,14 @@ def test_a_changed_max_length_misses_the_cache(make_cfg, tok_dir, tmp_path):
 def test_an_unchanged_tokenizer_hits_the_cache(make_cfg, tok_dir, tmp_path):
     cfg = make_cfg(f"data.max_length={MAX_LENGTH}").data
     cache = tmp_path / "cache"
-    first = tokenize(_raw(), _load(tok_dir), cfg, cache)["train"]["input_ids"]
+    first = tokenize(_raw(), _load(tok_dir), CLASSIFICATION, cfg, cache)["train"]["input_ids"]
     files = sorted(cache.iterdir())
     reloaded = _load(tok_dir)
     reloaded(["other"], truncation=True, max_length=3, padding="max_length")  # call state
     copy = tmp_path / "elsewhere"
     shutil.copytree(tok_dir, copy)
     for tok in (reloaded, _load(copy)):  # the same files at another path: the same tokens
-        assert tokenize(_raw(), tok, cfg, cache)["train"]["input_ids"] == first
+        assert tokenize(_raw(), tok, CLASSIFICATION, cfg, cache)["train"]["input_ids"] == first
     assert sorted(cache.iterdir()) == files  # nothing new written
 
 
@@ -125,7 +125,7 @@ def test_numeric_labels_are_compared_as_numbers(make_cfg, tmp_path):
     labels = [1, 1.0, "1", " 1 ", "1.0", 0, 0.0, "0", "+0"]
     _jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(labels)])
     (tmp_path / "dev.tsv").write_text("text\tlabel\na\t1.0\nb\t 0 \n", encoding="utf-8")
-    raw = load_raw(_local(make_cfg, tmp_path))
+    raw = load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert raw.label_names == ["0", "1"]
     assert raw.labels["train"] == [1, 1, 1, 1, 1, 0, 0, 0, 0]
     assert raw.labels["dev"] == [1, 0]
@@ -133,13 +133,13 @@ def test_numeric_labels_are_compared_as_numbers(make_cfg, tmp_path):
 
 def test_float_labels_are_class_ids_beside_label_names(make_cfg, tmp_path):
     _jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 1.0}, {"text": "b", "label": 0.0}])
-    raw = load_raw(_local(make_cfg, tmp_path, "data.label_names=[neg,pos]"))
+    raw = load_raw(_local(make_cfg, tmp_path, "data.label_names=[neg,pos]"), CLASSIFICATION)
     assert raw.label_names == ["neg", "pos"] and raw.labels["train"] == [1, 0]
 
 
 def test_numeric_label_names_match_by_value(make_cfg, tmp_path):
     _jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 1.0}, {"text": "b", "label": "0"}])
-    raw = load_raw(_local(make_cfg, tmp_path, "data.label_names=['1','0']"))
+    raw = load_raw(_local(make_cfg, tmp_path, "data.label_names=['1','0']"), CLASSIFICATION)
     assert raw.labels["train"] == [0, 1]  # 1.0 is the name "1" (id 0), not class id 1
 
 
@@ -149,7 +149,7 @@ def test_parquet_float_labels_are_class_ids(make_cfg, tmp_path):
     pd.DataFrame({"text": ["a", "b", "c"], "label": [1.0, 0.0, 1.0]}).to_parquet(
         tmp_path / "train.parquet"
     )
-    raw = load_raw(_local(make_cfg, tmp_path))
+    raw = load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert raw.label_names == ["0", "1"] and raw.labels["train"] == [1, 0, 1]
 
 
@@ -161,7 +161,7 @@ def test_a_fractional_label_is_an_error(make_cfg, tmp_path, split, row):
     _jsonl(tmp_path / "train.jsonl", train)
     _jsonl(tmp_path / "dev.jsonl", dev)
     with pytest.raises(DataError) as err:
-        load_raw(_local(make_cfg, tmp_path))
+        load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert str(err.value).startswith(
         f"{tmp_path / f'{split}.jsonl'}: data row {row}: label '0.5' is not a whole number"
     )
@@ -171,7 +171,7 @@ def test_labels_that_differ_in_case_are_named_in_a_warning(make_cfg, tmp_path, c
     rows = [{"text": t, "label": v} for t, v in [("a", "Pos"), ("b", "pos"), ("c", "neg")]]
     _jsonl(tmp_path / "train.jsonl", rows)
     with caplog.at_level(logging.WARNING, logger="expkit.data"):
-        raw = load_raw(_local(make_cfg, tmp_path))
+        raw = load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert raw.label_names == ["Pos", "neg", "pos"]  # still separate: the data says so
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -180,8 +180,9 @@ def test_labels_that_differ_in_case_are_named_in_a_warning(make_cfg, tmp_path, c
 
 def test_a_label_that_is_a_list_is_an_error(make_cfg, tmp_path):
     _jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 0}, {"text": "b", "label": [1]}])
-    with pytest.raises(DataError, match=r"train.jsonl: data row 2: label \('label'\) is a list"):
-        load_raw(_local(make_cfg, tmp_path))
+    message = r"train.jsonl: data row 2: label is a list \(\[1\]\).*task=multilabel"
+    with pytest.raises(DataError, match=message):
+        load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
 
 
 # ---------------------------------------------------------------- data.path
@@ -208,7 +209,7 @@ def test_data_path_naming_a_file_says_so(make_cfg, tmp_path):
 def test_numbers_in_a_text_column_become_text_with_one_note(make_cfg, tmp_path):
     texts = ["plain", 5, 2.5, True, "more"]
     _jsonl(tmp_path / "train.jsonl", [{"text": t, "label": i % 2} for i, t in enumerate(texts)])
-    raw = load_raw(_local(make_cfg, tmp_path))
+    raw = load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert raw.texts["train"] == [["plain", "5", "2.5", "True", "more"]]
     notes = [n for n in raw.notes if "read as text" in n]
     assert notes == [
@@ -223,7 +224,7 @@ def test_numbers_in_a_text_column_become_text_with_one_note(make_cfg, tmp_path):
 def test_a_text_value_that_is_an_object_or_list_is_an_error(make_cfg, tmp_path, value, kind):
     _jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 0}, {"text": value, "label": 1}])
     with pytest.raises(DataError) as err:
-        load_raw(_local(make_cfg, tmp_path))
+        load_raw(_local(make_cfg, tmp_path), CLASSIFICATION)
     assert str(err.value).startswith(
         f"{tmp_path / 'train.jsonl'}: data row 2: text column 'text' holds a {kind} "
         f"({value!r}), not text"

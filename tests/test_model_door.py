@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import CLASSIFICATION, run_cli
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 BACKENDS = ["trainer=manual", "trainer=hf"]
@@ -149,7 +149,7 @@ def test_the_minimal_max_length_truncates_a_long_row(make_cfg, tmp_path, columns
     long_text = " ".join(["film"] * 400)
     texts = [[long_text, "short"]] * columns
     raw = RawData({"train": texts}, {"train": [1, 0]}, ["neg", "pos"], {})
-    rows = tokenize(raw, tok, cfg.data, tmp_path / "cache")["train"]["input_ids"]
+    rows = tokenize(raw, tok, CLASSIFICATION, cfg.data, tmp_path / "cache")["train"]["input_ids"]
     assert [len(r) for r in rows] == [minimum, minimum]
     first = tok.convert_ids_to_tokens(rows[0])
     assert first[0] == "[CLS]" and first[-1] == "[SEP]" and "film" in first

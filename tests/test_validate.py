@@ -20,8 +20,6 @@ from tests.conftest import SHARED_DATA
         (["trainer.precision=fp8"], "trainer.precision='fp8' is not valid"),
         (["trainer.device=gpu"], "trainer.device='gpu' is not valid"),
         (["data.max_length=4096"], "beyond the model's 128 positions"),
-        (["freeze=bottom_layers", "freeze.num_layers=5"], "beyond the model's 2 encoder layers"),
-        (["scheduler.warmup_steps=10", "trainer.max_steps=10"], "must be shorter than training"),
         (["scheduler.warmup_ratio=1.5"], "scheduler.warmup_ratio=1.5 must be in [0, 1)"),
         (["data=sst2"], "data.path is required for data=sst2"),
         (["data.path=/nonexistent/dir"], "data directory '/nonexistent/dir' does not exist"),
@@ -64,8 +62,28 @@ def test_every_option_of_every_group_composes_and_validates(make_cfg, tmp_path):
             extra = extra if group_dir.name == "data" else []
             if option.stem == "bert_base_uncased":
                 continue  # a hub id: needs the network or a cache
+            # a loss option fits the tasks that take it
+            task = {"mse": "regression", "huber": "regression", "bce": "multilabel"}
+            if group_dir.name == "loss" and option.stem in task:
+                extra = [f"task={task[option.stem]}"]
             cfg = make_cfg(f"{group_dir.name}={option.stem}", *extra)
             validate(cfg)
+
+
+def test_the_checks_that_need_the_data_or_the_model_config(make_cfg):
+    from types import SimpleNamespace
+
+    from expkit.validate import check_model_fits, check_schedule
+
+    cfg = make_cfg("scheduler.warmup_steps=10", "trainer.max_steps=10")
+    validate(cfg)  # the number of steps is known once the data is read
+    with pytest.raises(ConfigError, match="gives 10 warmup steps, not shorter than training"):
+        check_schedule(cfg, 10, 100)
+    check_schedule(cfg, 11, 100)
+    cfg = make_cfg("freeze=bottom_layers", "freeze.num_layers=5")
+    with pytest.raises(ConfigError, match="beyond the model's 2 encoder layers"):
+        check_model_fits(cfg, SimpleNamespace(num_hidden_layers=2))
+    check_model_fits(cfg, SimpleNamespace(num_hidden_layers=6))
 
 
 def test_the_optuna_preset_composes_and_validates(make_cfg, tmp_path):

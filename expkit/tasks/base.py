@@ -123,15 +123,10 @@ def given_label_names(data_cfg: DictConfig) -> list[str] | None:
     line, in id order, relative to data.path); None: the labels come from the train split."""
     if data_cfg.label_names is not None:
         return [str(n) for n in data_cfg.label_names]
-    name = data_cfg.get("label_names_file")
-    if not name:
-        return None
-    from expkit.tables import read_label_names
+    from expkit.tables import label_names_path, read_label_names
 
-    path = Path(str(name)).expanduser()
-    if not path.is_absolute() and data_cfg.path is not None:
-        path = Path(str(data_cfg.path)) / path
-    return read_label_names(path)
+    path = label_names_path(data_cfg)
+    return read_label_names(path) if path is not None else None
 
 
 class SequenceTask(Task):

@@ -44,6 +44,17 @@ def _items(value: Any, separator: str, source: str, row: int) -> list[Any]:
     return out
 
 
+def _probability(value: Any) -> float | None:
+    """A threshold given as a number strictly between 0 and 1, else None."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if 0.0 < number < 1.0 else None
+
+
 class MultiLabelTask(SequenceTask):
     name = "multilabel"
     objective = "eval_f1_micro"
@@ -55,23 +66,18 @@ class MultiLabelTask(SequenceTask):
         self.auto = cfg.threshold == "auto"
         self.per_label = bool(cfg.threshold_per_label)
         # a number, a list (one per label, chosen on dev), or None (auto, not chosen yet)
-        self.threshold: Any = None if self.auto else float(cfg.threshold)
+        self.threshold: Any = None if self.auto else _probability(cfg.threshold)
         self.per_label_f1: dict[str, list[float]] = {}
         self._separator = ","
 
     def check(self, cfg: DictConfig) -> list[str]:
         errors = super().check(cfg)
         t = cfg.task.threshold
-        if t != "auto":
-            try:
-                number = float(t)
-            except (TypeError, ValueError):
-                number = None
-            if number is None or isinstance(t, bool) or not 0.0 < number < 1.0:
-                errors.append(
-                    f"task.threshold={t!r} is not valid (valid: a probability between 0 and 1, "
-                    "exclusive, e.g. 0.5; or auto: chosen on the dev split)"
-                )
+        if t != "auto" and _probability(t) is None:
+            errors.append(
+                f"task.threshold={t!r} is not valid (valid: a probability between 0 and 1, "
+                "exclusive, e.g. 0.5; or auto: chosen on the dev split)"
+            )
         if cfg.task.threshold_per_label and t != "auto":
             errors.append("task.threshold_per_label=true needs task.threshold=auto")
         if not str(cfg.data.get("label_separator", ",")):
