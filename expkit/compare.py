@@ -143,7 +143,11 @@ def main(argv: list[str]) -> int:
             f"{parent.info.status}  objective {sweep.objective} ({sweep.direction})"
         )
     else:
-        sweep = summary.Sweep(None, [summary.row_of(single)], "eval_accuracy", "maximize")
+        params = single.data.params  # a single run: its own objective and task, as recorded
+        objective = params.get("objective.metric", "eval_accuracy")
+        direction = params.get("objective.direction", "maximize")
+        shown = summary.shown_for(params.get("task.name"))
+        sweep = summary.Sweep(None, [summary.row_of(single)], objective, direction, shown)
     print(summary.text_table(sweep))
     if args.csv:
         text = summary.csv_text(sweep)

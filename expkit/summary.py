@@ -19,6 +19,17 @@ from typing import Any
 SHOWN = ("eval_accuracy", "eval_f1", "eval_loss", "test_accuracy", "test_f1", "train_runtime")
 
 
+def shown_for(task: str | None) -> tuple[str, ...]:
+    """The metrics a table shows for runs of `task` (its summary metrics on dev and test)."""
+    from expkit.tasks import TASKS, task_class
+
+    if task not in TASKS:
+        return SHOWN  # runs recorded before tasks were a config group: classification
+    names = task_class(task).summary
+    return (*[f"eval_{m}" for m in names], "eval_loss", *[f"test_{m}" for m in names],
+            "train_runtime")  # fmt: skip
+
+
 @dataclass
 class Row:
     """One child run of a sweep."""
@@ -43,6 +54,7 @@ class Sweep:
     rows: list[Row]
     objective: str
     direction: str
+    shown: tuple[str, ...] = SHOWN  # the metric columns besides the objective
 
     @property
     def swept(self) -> list[str]:
@@ -148,6 +160,7 @@ def load(client: Any, parent: Any) -> Sweep:
         rows=children(client, parent),
         objective=tags.get("expkit.objective", "eval_accuracy"),
         direction=tags.get("expkit.direction", "maximize"),
+        shown=shown_for(tags.get("expkit.task")),
     )
 
 
@@ -164,7 +177,7 @@ def ranked(sweep: Sweep) -> list[Row]:
 
 
 def _columns(sweep: Sweep) -> list[str]:
-    metrics = [sweep.objective] + [m for m in SHOWN if m != sweep.objective]
+    metrics = [sweep.objective] + [m for m in sweep.shown if m != sweep.objective]
     return [m for m in metrics if any(m in r.metrics for r in sweep.rows)]
 
 

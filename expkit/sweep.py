@@ -187,6 +187,7 @@ class SweepCallback(Callback):
                 "expkit.launcher": str(config.hydra.launcher.get("_target_", "")),
                 "expkit.sweeper": str(config.hydra.sweeper.get("_target_", "")),
                 "expkit.objective": str(config.objective.metric),
+                "expkit.task": str(config.task.name),  # the table's columns follow the task
                 "expkit.direction": str(config.objective.direction),
                 "expkit.overrides": task,
                 "mlflow.source.name": "expkit",
