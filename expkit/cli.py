@@ -1,4 +1,5 @@
-"""The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run.
+"""The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run
+(one run) or expkit.sweep (a job of a multirun, which runs through expkit.run in turn).
 
 Only hydra and omegaconf are imported here, so `--help`, `--cfg job` and config errors answer at
 once; torch, transformers, datasets and mlflow are imported by the code that needs them.
