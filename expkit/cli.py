@@ -1,4 +1,5 @@
-"""The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run.
+"""The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run
+(one run) or expkit.sweep (a job of a multirun, which runs through expkit.run in turn).
 
 Only hydra and omegaconf are imported here, so `--help`, `--cfg job` and config errors answer at
 once; torch, transformers, datasets and mlflow are imported by the code that needs them.
@@ -27,9 +28,54 @@ def config_dir() -> Path:
 
 
 def _task(cfg: Any) -> float | None:
-    from expkit.run import run_from_hydra
+    """The Hydra task: one run, or one job of a sweep; run dir, launch dir and overrides come
+    from Hydra's runtime config. Returns the objective, for a sweeper."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    return run_from_hydra(cfg)
+    from expkit.distributed import join_submitit_tasks, quiet_other_ranks
+
+    join_submitit_tasks()
+    here = world()
+    quiet_other_ranks(here, bool(cfg.trainer.log_all_ranks))
+    hc = HydraConfig.get()
+    run_dir, launch_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
+    overrides = list(hc.overrides.task)
+    if hc.mode == RunMode.MULTIRUN:
+        from expkit.sweep import run_job
+
+        return run_job(cfg, run_dir, launch_dir, overrides, int(hc.job.num))
+    from expkit.run import run
+
+    try:
+        metrics = run(cfg, run_dir=run_dir, launch_dir=launch_dir, overrides=overrides)
+    except KeyboardInterrupt:
+        if here.is_main:
+            _say_how_to_resume(run_dir, overrides)
+        raise
+    except ExpkitError as exc:
+        # one line, before Hydra adds its own "Error executing job" banner around it
+        if here.is_main:
+            sys.stderr.write(f"expkit: error: {exc}\n")
+        raise SystemExit(2) from None
+    value = metrics.get(str(cfg.objective.metric))
+    return None if value is None else float(value)
+
+
+def _say_how_to_resume(run_dir: Path, overrides: list[str]) -> None:
+    """After Ctrl-C: the newest checkpoint, and the command that continues from it."""
+    from contextlib import suppress
+
+    from expkit.checkpoint import latest
+    from expkit.resume import resume_command
+
+    with suppress(Exception):  # never hide the interruption itself
+        found = latest(run_dir)
+        if found is not None:
+            sys.stderr.write(
+                f"expkit: checkpoint at step {found.step} in {found.path}; continue with:\n"
+                f"  {resume_command(overrides, run_dir)}\n"
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -249,8 +295,10 @@ def _quick_path(args: list[str]) -> bool:
     """
     import hydra._internal.utils as hydra_utils
 
-    flags = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
+    from expkit.overrides import is_override, is_sweep
+
+    flags = [a for a in args if not is_override(a)]  # `-m`, `--cfg job`, `-cn NAME`, ...
+    overrides = [a for a in args if is_override(a)]
     if flags in (["--help"], ["-h"]):
         hydra_utils.run_and_report(lambda: _help(overrides))
         return True
@@ -258,10 +306,11 @@ def _quick_path(args: list[str]) -> bool:
         hydra_utils.run_and_report(lambda: _print_job_config(overrides, flags[2:] != []))
         return True
     if world().active:  # one run in several processes (torchrun, accelerate launch)
-        if flags:
+        if any(f.startswith("-") for f in flags):
             hydra_utils.run_and_report(lambda: _not_under_launcher(flags))
-        hydra_utils.run_and_report(lambda: _check_before_launch(overrides))
-    elif not flags and not any("," in a for a in overrides):  # a single run (no sweep syntax)
+        # all overrides, then: Hydra's parser names any it cannot read
+        hydra_utils.run_and_report(lambda: _check_before_launch(args))
+    elif not flags and not any(map(is_sweep, overrides)):  # a single run (no sweep syntax)
         hydra_utils.run_and_report(lambda: _check_before_launch(overrides))
     return False
 
@@ -279,9 +328,13 @@ def expand_shorthands(args: list[str]) -> list[str]:
     `resume` is a section (`resume.checkpoint`, `resume.allow_changes`), and Hydra cannot set a
     section to a string, so the short form is rewritten before Hydra parses the command.
     """
-    return [
-        "resume.checkpoint=" + a.partition("=")[2] if a.startswith("resume=") else a for a in args
-    ]
+    from expkit.overrides import key_element, value_as_written
+
+    expanded = []
+    for item in args:
+        value = value_as_written(item) if key_element(item) == "resume" else None
+        expanded.append(item if value is None else f"resume.checkpoint={value}")
+    return expanded
 
 
 def main() -> None:

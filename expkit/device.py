@@ -1,4 +1,4 @@
-"""Device and precision (S7): `trainer.device=auto` picks CUDA, then MPS, then the CPU."""
+"""Device and precision: `trainer.device=auto` picks CUDA, then MPS, then the CPU."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Freeze strategies (S9), a registry from config name to a function that sets requires_grad."""
+"""Freeze strategies (none, the whole encoder, the embeddings, the lowest N layers): a registry
+from config name to a function that sets requires_grad."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def warmup_steps(cfg: DictConfig, total_steps: int) -> int:
 
 
 def build_scheduler(optimizer: Any, cfg: DictConfig, total_steps: int) -> Any:
-    """A transformers schedule (S8), to be stepped once after every optimizer step."""
+    """A transformers schedule (linear warmup and the others), stepped once after every optimizer
+    step."""
     from transformers import get_scheduler
 
     warmup = warmup_steps(cfg, total_steps)

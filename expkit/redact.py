@@ -68,9 +68,10 @@ def redact_config(node: Any, key: str = "") -> Any:
 
 def redact_override(item: str) -> str:
     """`a.hub_token=abc` -> `a.hub_token=REDACTED`; other overrides get redact_text."""
-    key, sep, _ = item.partition("=")
-    if sep and secret_key(key.lstrip("+~")):
-        return f"{key}={REDACTED}"
+    from expkit import overrides
+
+    if overrides.has_value(item) and secret_key(overrides.key(item)):
+        return overrides.format(overrides.key_element(item), REDACTED)
     return redact_text(item)
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,30 +19,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from expkit.errors import ExpkitError
+from expkit.overrides import format as format_override
+from expkit.overrides import is_hydra, parse
 from expkit.redact import REDACTED
 
 PRESETS = ("experiment", "hparams_search")  # their values are in the resolved config already
-
-
-def hydra_value(value: Any) -> str:
-    """A value in Hydra's override grammar (strings quoted, so '42' stays a string)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        # Hydra's quoted strings: a backslash is an escape only before a quote or at the end
-        doubled = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
-        return "'" + doubled.replace("'", "\\'") + "'"
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    raise ExpkitError(f"cannot express {value!r} as an override")
 
 
 def _leaves(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -59,9 +38,7 @@ def overrides_for(
     resolved: dict[str, Any], choices: dict[str, str], new: list[str], name: str
 ) -> list[str]:
     """The command line that recomposes `resolved`, with `new` applied on top."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(new)
+    parsed = parse(new)
     changed = {o.key_or_group for o in parsed}
     groups = {g for g in changed if g in choices or g in PRESETS}
     args = [f"{g}={o}" for g, o in choices.items() if g not in groups and g not in PRESETS]
@@ -74,9 +51,9 @@ def overrides_for(
             continue
         if value == REDACTED:  # a secret was never recorded: the config's own value applies
             continue
-        args.append(f"++{key}={hydra_value(value)}")
+        args.append(format_override(f"++{key}", value))
     if "tracking.run_name" not in changed:
-        args.append(f"++tracking.run_name={hydra_value(name)}")
+        args.append(format_override("++tracking.run_name", name))
     return args + new
 
 
@@ -110,7 +87,7 @@ def prepare(argv: list[str]) -> tuple[list[str], str]:
             raise ExpkitError(f"run {args.run_id} has no config.yaml artifact ({exc})") from None
         resolved = OmegaConf.to_container(OmegaConf.load(Path(local)), resolve=True)
     name = f"rerun of {run.info.run_name}"
-    changes = [o for o in args.overrides if not o.lstrip("+~").startswith("hydra.")]
+    changes = [o for o in args.overrides if not is_hydra(o)]
     if changes:
         name += ": " + " ".join(changes)
     return overrides_for(resolved, json.loads(choices_tag), args.overrides, name), args.run_id

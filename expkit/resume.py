@@ -93,8 +93,9 @@ def check_world(checkpoint: Checkpoint, size: int) -> None:
 def resume_command(overrides: list[str], run_dir: Path) -> str:
     """The command that continues this run from its newest checkpoint."""
     from expkit.distributed import world
+    from expkit.overrides import section
 
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "resume."))]
+    kept = [o for o in overrides if section(o) != "resume"]
     args = [*kept, f"hydra.run.dir={run_dir}", "resume=auto"]
     here = world()
     launcher = ["expkit"]

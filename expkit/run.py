@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
@@ -39,14 +38,19 @@ def plan_total_steps(num_train: int, trainer: DictConfig, world_size: int = 1) -
 
 
 def run_name(cfg: DictConfig, overrides: list[str]) -> str:
-    """A readable name from the overrides (`lr=3e-05 freeze=base_model`), else the data set."""
+    """A readable name from the overrides (`lr=3e-05 freeze=base_model`), else the data set.
+
+    Values show as the config holds them: a sweep job's, escaped for Hydra's grammar, plain.
+    """
+    from expkit.overrides import is_hydra, key, value_text
+
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
     parts = []
     for item in overrides:
-        key, sep, value = item.lstrip("+~").partition("=")
-        if sep and not key.startswith("hydra") and key not in ("data.path",):
-            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        value = value_text(item)
+        if value is not None and not is_hydra(item) and key(item) not in ("data.path",):
+            parts.append(f"{key(item).rsplit('.', 1)[-1]}={value}")
     return " ".join(parts)[:240] or str(cfg.data.name)
 
 
@@ -422,49 +426,3 @@ def _train(
         tracker.log_artifact(model_dir, "model")
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics
-
-
-def _say_how_to_resume(run_dir: Path, overrides: list[str]) -> None:
-    from expkit.checkpoint import latest
-    from expkit.resume import resume_command
-
-    with suppress(Exception):  # never hide the interruption itself
-        found = latest(run_dir)
-        if found is not None:
-            sys.stderr.write(
-                f"expkit: checkpoint at step {found.step} in {found.path}; continue with:\n"
-                f"  {resume_command(overrides, run_dir)}\n"
-            )
-
-
-def run_from_hydra(cfg: DictConfig) -> float | None:
-    """The Hydra task: run dir, launch dir and overrides come from Hydra's runtime config."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from expkit.distributed import join_submitit_tasks, quiet_other_ranks, world
-    from expkit.errors import ExpkitError
-
-    join_submitit_tasks()
-    here = world()
-    quiet_other_ranks(here, bool(cfg.trainer.log_all_ranks))
-    hc = HydraConfig.get()
-    run_dir, launch_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
-    overrides = list(hc.overrides.task)
-    if hc.mode == RunMode.MULTIRUN:
-        from expkit.sweep import run_job
-
-        return run_job(cfg, run_dir, launch_dir, overrides, int(hc.job.num))
-    try:
-        metrics = run(cfg, run_dir=run_dir, launch_dir=launch_dir, overrides=overrides)
-    except KeyboardInterrupt:
-        if here.is_main:
-            _say_how_to_resume(run_dir, overrides)
-        raise
-    except ExpkitError as exc:
-        # one line, before Hydra adds its own "Error executing job" banner around it
-        if here.is_main:
-            sys.stderr.write(f"expkit: error: {exc}\n")
-        raise SystemExit(2) from None
-    value = metrics.get(str(cfg.objective.metric))
-    return None if value is None else float(value)

@@ -7,14 +7,15 @@ any store, so it works for sweeps run elsewhere.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from expkit import overrides
+from expkit.overrides import split as split_overrides
 
 SHOWN = ("eval_accuracy", "eval_f1", "eval_loss", "test_accuracy", "test_f1", "train_runtime")
 
@@ -65,61 +66,13 @@ class Sweep:
         return [k for k in keys if len({r.overrides.get(k) for r in self.rows}) > 1]
 
 
-# how an override begins: `key=`, `+key=`, `++key=`, `~key=`, or a bare `~key`
-_START = re.compile(r"[+~]{0,2}[\w.@/-]+=|~[\w.@/-]+$")
-
-
-@functools.cache
-def _parser() -> Any:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def _parse(item: str) -> Any:
-    """Hydra's reading of one override; None when it is not one."""
-    from hydra.errors import HydraException
-
-    try:
-        return _parser().parse_override(item)
-    except HydraException:
-        return None
-
-
-def split_overrides(text: str) -> list[str]:
-    """The overrides of a tag that joined them with spaces; a space within a value (escaped,
-    quoted, in a list) stays in it."""
-    items: list[str] = []
-    for piece in text.split(" "):
-        if items and (not _START.match(piece) or _unfinished(items[-1])):
-            items[-1] += " " + piece
-        elif piece:
-            items.append(piece)
-    return items
-
-
-def _unfinished(item: str) -> bool:
-    """An override cut at a space: a quote or a bracket that Hydra reads only with what follows."""
-    return any(c in item for c in "\\'\"[{(") and _parse(item) is None
-
-
-def plain_override(item: str) -> str:
-    """`key=value` with the value as the config holds it: Hydra's escapes (`\\:`, `\\=`, `\\ `)
-    and quotes undone; sweep jobs get their values escaped for Hydra's grammar."""
-    key, sep, raw = item.partition("=")
-    if not sep or not any(c in raw for c in "\\'\""):
-        return item
-    parsed = _parse(item)
-    value = parsed.value() if parsed is not None and not parsed.is_sweep_override() else None
-    return f"{key}={value}" if isinstance(value, str) else item  # numbers, lists: as written
-
-
 def _overrides(text: str) -> dict[str, str]:
+    """A record's overrides as {key: the value as the config holds it}; `~key` has none."""
     out = {}
     for item in split_overrides(text):
-        key, sep, value = plain_override(item).partition("=")
-        if sep:
-            out[key.lstrip("+~")] = value
+        value = overrides.value_text(item)
+        if value is not None:
+            out[overrides.key(item)] = value
     return out
 
 

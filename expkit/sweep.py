@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from expkit import overrides
 from expkit.errors import ExpkitError
 from expkit.redact import redact_file, redact_override, redact_text
 
@@ -38,19 +39,14 @@ SWEPT_ENV = "EXPKIT_SWEPT_KEYS"  # a JSON list: the keys that name each child ru
 SWEEP_FILE = "expkit_sweep.json"  # in the sweep dir: the parent run and its store
 
 
-def override_key(item: str) -> str:
-    """`+a.b=1` -> `a.b`."""
-    return item.partition("=")[0].lstrip("+~")
-
-
-def _plain(overrides: list[str]) -> list[str]:
+def _plain(items: list[str]) -> list[str]:
     """The overrides that define a job (not `resume.*`, which only says how to launch it)."""
-    return [o for o in overrides if override_key(o).partition(".")[0] != "resume"]
+    return [o for o in items if overrides.section(o) != "resume"]
 
 
-def job_key(overrides: list[str]) -> str:
+def job_key(items: list[str]) -> str:
     """A job's identity within its sweep: its own overrides, order-insensitive."""
-    return hashlib.sha1("\n".join(sorted(_plain(overrides))).encode()).hexdigest()[:16]
+    return hashlib.sha1("\n".join(sorted(_plain(items))).encode()).hexdigest()[:16]
 
 
 def sweep_key(config: DictConfig) -> str:
@@ -71,9 +67,7 @@ def _tracking_uri(config: DictConfig) -> str | None:
 
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys the sweep varies: comma lists, ranges and choices, and the sweeper's params."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    parsed = overrides.parse(config.hydra.overrides.task)
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     params = config.hydra.sweeper.get("params") or {}
     return keys + [str(k) for k in params if str(k) not in keys]
@@ -82,7 +76,6 @@ def swept_keys(config: DictConfig) -> list[str]:
 def check_launches_jobs(config: DictConfig) -> None:
     """A sweep that would launch no job (an empty range, Optuna's `n_trials=0`) is an error."""
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper
     params = sweeper.get("params") or {}
@@ -91,7 +84,7 @@ def check_launches_jobs(config: DictConfig) -> None:
     items = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     hydra = GlobalHydra.instance()
     loader = hydra.config_loader() if hydra.is_initialized() else None  # glob() lists groups
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(items)
+    parsed = overrides.parse(items, config_loader=loader)
     last = {o.get_key_element(): (o, item) for o, item in zip(parsed, items, strict=True)}
     for override, item in last.values():
         if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
@@ -108,14 +101,12 @@ def check_launches_jobs(config: DictConfig) -> None:
 
 def _search_space(config: DictConfig) -> dict[str, str]:
     """What the sweep varies: the sweeper's `params`, and the command's comma lists."""
-    from expkit.summary import plain_override
-
     space: dict[str, str] = {}
     params = config.hydra.sweeper.get("params") or {}
     for key, value in params.items():
         space[f"search.{key}"] = str(value)  # search spaces, not values: nothing secret
     for item in map(redact_override, _plain(list(config.hydra.overrides.task))):
-        space[f"overrides.{override_key(item)}"] = plain_override(item).partition("=")[2]
+        space[f"overrides.{overrides.key(item)}"] = overrides.value_text(item) or ""
     return space
 
 
@@ -275,21 +266,19 @@ def _finished_child(client: Any, parent_id: str, key: str) -> Any:
 
 
 def run_job(
-    cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: list[str], job_num: int
+    cfg: DictConfig, run_dir: Path, launch_dir: Path, job_overrides: list[str], job_num: int
 ) -> float:
     """One job of a sweep: a child run; returns the objective (NaN if the job failed)."""
     from expkit.distributed import world
     from expkit.run import RunHandle, run, run_name
-    from expkit.summary import plain_override
 
     metric = str(cfg.objective.metric)
     parent_id = os.environ.get(PARENT_ENV)
     main = world().is_main  # a job of several processes: rank 0 records it
-    key = job_key(overrides)
-    own = _plain(overrides)
-    # names and messages show the values as the config holds them, not escaped for Hydra
-    plain = [plain_override(o) for o in own]
-    shown = " ".join(plain)
+    key = job_key(job_overrides)
+    own = _plain(job_overrides)
+    # messages show the values as the config holds them, not escaped for Hydra
+    shown = " ".join(map(overrides.plain, own))
     if parent_id and cfg.resume.checkpoint == "auto" and cfg.tracking.backend == "mlflow":
         from expkit.tracking import mlflow_client, store_uri, write_run_pointer
 
@@ -306,7 +295,7 @@ def run_job(
         tags["mlflow.parentRunId"] = parent_id
         tags["expkit.sweep_id"] = os.environ.get(SWEEP_ENV, "")
     swept = set(json.loads(os.environ.get(SWEPT_ENV, "[]")))
-    named = [p for o, p in zip(own, plain, strict=True) if override_key(o) in swept] or plain
+    named = [o for o in own if overrides.key(o) in swept] or own
     if not cfg.tracking.run_name:  # the child's name: its values of the swept keys
         cfg.tracking.run_name = run_name(cfg, named)
     handle = RunHandle()
@@ -332,7 +321,7 @@ def _record_failed_job(
     run_dir: Path,
     name: str,
     tags: dict[str, str],
-    overrides: list[str],
+    items: list[str],
     error: str,
 ) -> None:
     """A job that failed before its run could open (a bad value in its overrides) still gets a
@@ -343,7 +332,7 @@ def _record_failed_job(
         uri = store_uri(cfg.tracking.uri, launch_dir)
         tracker = MLflowTracker(uri, str(cfg.tracking.experiment))
         record = {
-            "expkit.overrides": " ".join(map(redact_override, overrides)),
+            "expkit.overrides": " ".join(map(redact_override, items)),
             "expkit.run_dir": str(run_dir),
             "expkit.error": redact_text(error),
         }

@@ -614,7 +614,8 @@ class MLflowTracker:
 
 
 class TensorBoardSink:
-    """A second sink (S12): every metric the wrapped tracker gets also goes to TensorBoard.
+    """An optional second sink beside MLflow: every metric the wrapped tracker gets also goes to
+    TensorBoard.
 
     Event files go to `log_dir` (the run dir's `tensorboard/`), under the metric names and steps
     the tracker records, so both backends write the same tags.

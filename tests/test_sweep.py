@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from expkit.rerun import hydra_value
+from expkit.overrides import value_string as hydra_value
 from expkit.summary import Row, Sweep, ranked
 from expkit.sweep import job_key
 from tests.conftest import run_cli, sweep_runs
