@@ -47,7 +47,7 @@ TINY = {
 }  # fmt: skip  (conf/model/tiny)
 
 GRID = [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05, 0.10, ..., 0.95
-POS_WEIGHT_CAP = 30.0  # rare labels (grief: ~80 of 39k texts) would otherwise weigh ~500x
+POS_WEIGHT_CAP = 30.0  # grief (65 of 39,069 train texts) would otherwise weigh 600x
 
 
 def read_goemotions(path: str, num_labels: int) -> list[dict]:
