@@ -1,4 +1,6 @@
-"""The tutorial's regression loop on STS-B, as plain as the tutorial writes it: the baseline of task=regression.
+"""The tutorial's regression loop on STS-B, as plain as the tutorial writes it.
+
+The baseline that task=regression is compared with.
 
 Reads the STS Benchmark files (tab-separated, no header, quoting off, the first seven fields of
 each row), carves dev out of sts-train.csv (10 %, seed 0, file order kept) and uses sts-dev.csv as
@@ -44,7 +46,7 @@ TINY = {
 
 
 def read_sts(path: str) -> list[dict]:
-    """Rows of an STS Benchmark file: score, sentence1, sentence2 (trailing extra fields dropped)."""
+    """Rows of an STS Benchmark file: score, sentence1, sentence2 (extra fields dropped)."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [{"score": float(r[4]), "sentence1": r[5], "sentence2": r[6]} for r in rows]
