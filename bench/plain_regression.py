@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--max-eval-samples", type=int, help="the first N of dev and test only")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
@@ -123,6 +124,8 @@ def main() -> None:
 
     train_rows, dev_rows = carve_dev(read_sts(f"{args.data}/sts-train.csv"))
     test_rows = read_sts(f"{args.data}/sts-dev.csv")
+    if args.max_eval_samples:
+        dev_rows, test_rows = dev_rows[: args.max_eval_samples], test_rows[: args.max_eval_samples]
     train, dev, test = (
         encode(tokenizer, r, args.max_length) for r in (train_rows, dev_rows, test_rows)
     )

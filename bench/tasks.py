@@ -1,0 +1,103 @@
+"""Each new task against its tutorial-plain loop, side by side in one run: accuracy and speed.
+
+    python bench/tasks.py [--part accuracy|throughput|all] [--task regression|multilabel|all]
+
+accuracy: STS-B (MiniLM, 300 steps of 32, length 128, lr 5e-5, warmup 10 %): test_pearson of
+expkit within 0.02 of bench/plain_regression.py; GoEmotions (MiniLM, 300 steps of 32, length 64,
+lr 3e-4, threshold 0.3): test_f1_micro within 0.02 of bench/plain_multilabel.py. throughput:
+training samples/s of expkit (both backends) against the plain loop, 40 steps each, eval on the
+first 64 examples only; target >= 0.97. About 25 minutes (accuracy) and 8 (throughput) on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness import ROOT, expkit, run, table, verdict, workdir
+
+SHARED = ROOT.parent / "shared" / "data"
+BENCH = Path(__file__).resolve().parent
+
+TASKS = {
+    "regression": {
+        "plain": "plain_regression.py",
+        "data": ["task=regression", "data=stsb", f"data.path={SHARED / 'stsb'}"],
+        "settings": ["data.max_length=128", "trainer.batch_size=32", "optimizer.lr=5e-5",
+                     "scheduler.warmup_ratio=0.1"],
+        "plain_args": ["--data", str(SHARED / "stsb"), "--max-length", "128", "--batch-size",
+                       "32", "--lr", "5e-5", "--warmup-ratio", "0.1"],
+        "metric": "pearson",
+    },
+    "multilabel": {
+        "plain": "plain_multilabel.py",
+        "data": ["task=multilabel", "data=goemotions", f"data.path={SHARED / 'goemotions'}"],
+        "settings": ["data.max_length=64", "trainer.batch_size=32", "optimizer.lr=3e-4",
+                     "task.threshold=0.3", "scheduler.warmup_ratio=0.0", "loss=model",
+                     "optimizer.head_lr=null", "task.threshold_per_label=false"],
+        "plain_args": ["--data", str(SHARED / "goemotions"), "--max-length", "64",
+                       "--batch-size", "32", "--lr", "3e-4", "--threshold", "0.3"],
+        "metric": "f1_micro",
+    },
+}  # fmt: skip
+COMMON = ["model=minilm", "trainer.eval_every=0", "trainer.log_every=50", "trainer.progress=false",
+          "trainer.save_model=false", "seed=42"]  # fmt: skip
+
+
+def _plain(task: str, steps: int, extra: list[str]) -> dict:
+    import json
+
+    spec = TASKS[task]
+    cmd = [sys.executable, str(BENCH / spec["plain"]), "--steps", str(steps), *spec["plain_args"]]
+    result = run([*cmd, *extra], BENCH)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def accuracy(task: str, steps: int = 300) -> None:
+    spec = TASKS[task]
+    where = workdir(f"accuracy-{task}")
+    base = _plain(task, steps, [])
+    _, got = expkit([*COMMON, *spec["data"], *spec["settings"], f"trainer.max_steps={steps}"],
+                    where, "runs/expkit")  # fmt: skip
+    rows = []
+    for name in (spec["metric"], *(["f1_macro"] if task == "multilabel" else ["spearman"])):
+        mine, theirs = got[f"test_{name}"], base["test"][name]
+        target = name == spec["metric"]
+        rows.append([f"expkit manual, test_{name}", f"{mine:.4f}", f"{theirs:.4f}",
+                     f"{mine - theirs:+.4f}", "within 0.02" if target else "(none)",
+                     verdict(abs(mine - theirs) <= 0.02) if target else ""])  # fmt: skip
+    table(f"{task}: accuracy against the plain loop ({steps} steps, test split)", rows)
+
+
+def throughput(task: str, steps: int = 40) -> None:
+    spec = TASKS[task]
+    where = workdir(f"throughput-{task}")
+    limit = ["data.max_eval_samples=64"]
+    base = _plain(task, steps, ["--max-eval-samples", "64"])["train_samples_per_second"]
+    rows = []
+    for backend in ("manual", "hf"):
+        args = [*COMMON, *spec["data"], *spec["settings"], *limit, f"trainer={backend}",
+                f"trainer.max_steps={steps}"]  # fmt: skip
+        _, got = expkit(args, where, f"runs/{backend}")
+        speed = got["train_samples_per_second"]
+        rows.append([f"expkit {backend}, minilm ({steps} steps)", f"{speed:.1f} samples/s",
+                     f"{base:.1f} samples/s", f"{speed / base:.3f}", ">= 0.97",
+                     verdict(speed / base >= 0.97)])  # fmt: skip
+    table(f"{task}: training throughput against the plain loop", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["accuracy", "throughput", "all"], default="all")
+    parser.add_argument("--task", choices=[*TASKS, "all"], default="all")
+    args = parser.parse_args()
+    for task in TASKS if args.task == "all" else [args.task]:
+        if args.part in ("throughput", "all"):
+            throughput(task)
+        if args.part in ("accuracy", "all"):
+            accuracy(task)
+
+
+if __name__ == "__main__":
+    main()
