@@ -267,6 +267,33 @@ def ensure_experiment(
     return found.experiment_id
 
 
+def find_run(client: Any, run_id: str) -> Any | None:
+    """The run `run_id` of the store, or None when the store has no run by that id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def ensure_registered_model(client: Any, name: str) -> None:
+    """The Model Registry's model `name`, created when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+
+
+def file_store_path(uri: str) -> Path:
+    """The folder of a file store's URI (a path, or file:///...), read as MLflow reads it."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    return Path(local_file_uri_to_path(uri))
+
+
 def _refusal(uri: str, err: BaseException) -> str:
     """One line for a tracking server that answers but refuses the first request."""
     full = str(err)
