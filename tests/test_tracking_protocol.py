@@ -25,7 +25,7 @@ from expkit.tracking import (
 from expkit.tracking.process import TrackerProcess
 from tests.conftest import ROOT, run_cli
 from tests.test_hf import _write_sentiment
-from tests.test_resume_cli import COMMON, _runs_of, _start
+from tests.test_resume_cli import COMMON, _runs_of, _start, _wait_for
 
 METHODS = sorted(
     name for name, value in vars(Tracker).items() if inspect.isfunction(value) and name[0] != "_"
@@ -111,8 +111,9 @@ def test_with_tensorboard_a_run_left_running_by_a_dead_process_is_closed(tmp_pat
     run_dir = tmp_path / "runs" / "orphan"
     args = [*COMMON, f"data.path={data}", f"hydra.run.dir={run_dir}", "tracking.tensorboard=true"]
     proc = _start([*args, "trainer.max_steps=100000", "trainer.save_every=0"], tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
     try:
+        _wait_for(run_dir / "mlflow_run.json", proc)  # the run made the store: open it now
+        client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
         deadline = time.monotonic() + 300
         while not any(r.data.metrics.get("loss") for r in _runs_of(client, run_dir)):
             assert proc.poll() is None and time.monotonic() < deadline
