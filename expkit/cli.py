@@ -208,7 +208,7 @@ def _subcommand(argv: list[str]) -> None:
 
             sys.exit(compare(argv[1:]))
         if argv[0] == "replay":
-            from expkit.replay import main as replay
+            from expkit.tracking.replay import main as replay
 
             sys.exit(replay(argv[1:]))
         from expkit.rerun import prepare

@@ -57,9 +57,9 @@ def _missing_store(uri: str) -> Path | None:
         path = Path(database).resolve()
         return None if path.is_file() else path
     if scheme in ("", "file") or len(scheme) == 1:  # a path (C:\ too), or file:///...
-        from mlflow.utils.file_utils import local_file_uri_to_path
+        from expkit.tracking import file_store_path
 
-        path = Path(local_file_uri_to_path(uri)).resolve()
+        path = file_store_path(uri).resolve()
         return None if path.is_dir() else path
     return None  # a server or a database server: MLflow reports what is wrong
 
@@ -94,14 +94,11 @@ def _latest_sweep(client: Any) -> Any:
 
 def find(client: Any, ident: str | None) -> tuple[Any, Any]:
     """(parent run or None, the run itself when `ident` names a single run)."""
-    from mlflow.exceptions import MlflowException
+    from expkit.tracking import find_run
 
     if ident is None:
         return _latest_sweep(client), None
-    try:
-        run = client.get_run(ident)
-    except MlflowException:
-        run = None
+    run = find_run(client, ident)
     if run is not None:
         if run.data.tags.get("expkit.role") == "sweep":
             return run, None

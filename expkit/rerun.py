@@ -69,13 +69,12 @@ def prepare(argv: list[str]) -> tuple[list[str], str]:
     parser.add_argument("overrides", nargs="*", help="changes, e.g. trainer.max_steps=500")
     parser.add_argument("--uri", help="tracking URI of the source run (default: ./runs/mlflow.db)")
     args = parser.parse_args(argv)
-    from mlflow.exceptions import MlflowException
+    from expkit.tracking import find_run
 
     client = open_store(args.uri)
-    try:
-        run = client.get_run(args.run_id)
-    except MlflowException:
-        raise ExpkitError(f"no run {args.run_id!r} in this store") from None
+    run = find_run(client, args.run_id)
+    if run is None:
+        raise ExpkitError(f"no run {args.run_id!r} in this store")
     choices_tag = run.data.tags.get("expkit.choices")
     if choices_tag is None:
         raise ExpkitError(f"run {args.run_id} has no expkit.choices tag: not an expkit run")

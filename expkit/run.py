@@ -269,12 +269,10 @@ def run(
             tracker.end()
         raise
 
-    if hasattr(tracker, "open"):  # the checks passed: the store may be opened now
-        tracker.open()
-    if hasattr(tracker, "spill_path"):  # what the store will not take is kept for replay
-        from expkit.tracking import UNSENT_FILE
+    tracker.open()  # the checks passed: the store may be opened now
+    from expkit.tracking import UNSENT_FILE
 
-        tracker.spill_path = run_dir / UNSENT_FILE
+    tracker.spill_path = run_dir / UNSENT_FILE  # what the store will not take is kept for replay
     if cfg.tracking.tensorboard:
         from expkit.tracking import TensorBoardSink
 
@@ -294,8 +292,7 @@ def run(
             if handle is not None:
                 handle.run_id = tracker.run_id
             write_run_pointer(run_dir, tracker.run_id, cfg.tracking.uri)
-            if hasattr(tracker, "close_orphans"):
-                tracker.close_orphans(str(run_dir))
+            tracker.close_orphans(str(run_dir))
             if resume is None:
                 tracker.log_params(flatten(resolved))
             if here.is_main:

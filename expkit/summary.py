@@ -334,12 +334,9 @@ def finish_sweep(
 
 def _register(client: Any, best: Row, name: str, sweep: Sweep, value: float) -> None:
     """The best child's model in the Model Registry, the objective in its description."""
-    from mlflow.exceptions import MlflowException
+    from expkit.tracking import ensure_registered_model
 
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name)
+    ensure_registered_model(client, name)
     run = client.get_run(best.run_id)
     description = (
         f"best of sweep {sweep.parent.data.tags.get('expkit.sweep_id', '')}: "

@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from expkit.tracker_process import TrackerProcess
+from expkit.tracking.process import TrackerProcess
 from tests.conftest import ROOT
 
 
@@ -53,7 +53,7 @@ def test_when_the_trainer_dies_the_child_sends_what_it_has(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     script = (
         "import sys, time\n"
-        "from expkit.tracker_process import TrackerProcess\n"
+        "from expkit.tracking.process import TrackerProcess\n"
         f"t = TrackerProcess({uri!r}, 'expkit')\n"
         "t.start('doomed', {})\n"
         "for s in range(1, 51): t.log_metrics({'loss': s}, step=s)\n"

@@ -11,7 +11,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from expkit.errors import ConfigError
-from expkit.tracker_process import TrackerProcess
 from expkit.tracking import (
     TRUNCATED,
     MLflowTracker,
@@ -21,6 +20,7 @@ from expkit.tracking import (
     make_tracker,
     store_uri,
 )
+from expkit.tracking.process import TrackerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_a_store_failing_mid_run_never_stops_training_and_is_replayed(
     tracker: MLflowTracker, client: MlflowClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    from expkit.replay import replay
+    from expkit.tracking.replay import replay
 
     tracker.spill_path = tmp_path / "mlflow_unsent.json"
     tracker.log_metrics({"loss": 1.0}, step=1)

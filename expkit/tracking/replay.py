@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError
-from expkit.tracking import UNSENT_FILE
+from expkit.tracking.mlflow_writer import UNSENT_FILE
 
 VALID = (
     "give a run dir's mlflow_unsent.json, the file a run writes there when the tracking store "
@@ -61,7 +61,7 @@ def replay(path: Path, uri: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     from expkit.compare import open_store
-    from expkit.tracking import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
+    from expkit.tracking.names import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 
     record = read_record(path)
     try:

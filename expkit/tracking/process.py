@@ -48,7 +48,7 @@ class TrackerProcess:
         # (a joblib/loky worker's would not resolve in the child), nothing of the parent shared
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "expkit.tracker_process", str(theirs.fileno()), uri,
+            [sys.executable, "-m", "expkit.tracking.process", str(theirs.fileno()), uri,
              experiment],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
         )  # fmt: skip
@@ -213,7 +213,8 @@ def _serve(conn: Any, uri: str, experiment: str) -> None:
                 return
 
     threading.Thread(target=read, daemon=True).start()
-    from expkit.tracking import MLflowTracker, bound_http_retries
+    from expkit.tracking.mlflow_writer import MLflowTracker
+    from expkit.tracking.store import bound_http_retries
 
     bound_http_retries()  # before mlflow reads them: a server that is gone costs seconds
     # mlflow is imported at once (the slow part, overlapping the parent's work); the store is
@@ -288,5 +289,5 @@ def _picklable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-if __name__ == "__main__":  # the child: python -m expkit.tracker_process FD URI EXPERIMENT
+if __name__ == "__main__":  # the child: python -m expkit.tracking.process FD URI EXPERIMENT
     _serve(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3])
