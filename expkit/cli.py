@@ -1,5 +1,5 @@
 """The `expkit` command: a Hydra app that composes the run config and hands it to expkit.run
-(one run) or expkit.sweep (a job of a multirun, which runs through expkit.run in turn).
+(one run) or expkit.sweeps.sweep (a job of a multirun, which runs through expkit.run in turn).
 
 Only hydra and omegaconf are imported here, so `--help`, `--cfg job` and config errors answer at
 once; torch, transformers, datasets and mlflow are imported by the code that needs them.
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from expkit.config.schema import register_configs
 from expkit.distributed import world
 from expkit.errors import ExpkitError
-from expkit.schema import register_configs
 
 
 def config_dir() -> Path:
@@ -42,7 +42,7 @@ def _task(cfg: Any) -> float | None:
     run_dir, launch_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
     overrides = list(hc.overrides.task)
     if hc.mode == RunMode.MULTIRUN:
-        from expkit.sweep import run_job
+        from expkit.sweeps.sweep import run_job
 
         return run_job(cfg, run_dir, launch_dir, overrides, int(hc.job.num))
     from expkit.run import run
@@ -138,7 +138,7 @@ def _install_error_reporter() -> None:
         try:
             return func()
         except BaseException as exc:
-            from expkit.sweep import abort_active
+            from expkit.sweeps.sweep import abort_active
 
             abort_active("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             # every process of a launch meets the same bad input: one of them says so
@@ -204,14 +204,14 @@ def _subcommand(argv: list[str]) -> None:
     """`expkit compare|replay ...`, and `expkit rerun ...` (which goes on into the Hydra app)."""
     try:
         if argv[0] == "compare":
-            from expkit.compare import main as compare
+            from expkit.sweeps.compare import main as compare
 
             sys.exit(compare(argv[1:]))
         if argv[0] == "replay":
             from expkit.tracking.replay import main as replay
 
             sys.exit(replay(argv[1:]))
-        from expkit.rerun import prepare
+        from expkit.sweeps.rerun import prepare
 
         args, source = prepare(argv[1:])
     except ExpkitError as exc:
@@ -271,7 +271,7 @@ def _check_before_launch(overrides: list[str]) -> None:
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from expkit.validate import check_run_dir, validate
+    from expkit.config.validate import check_run_dir, validate
 
     cfg = _compose(overrides, hydra_config=True)
     mode = cfg.hydra.mode

@@ -168,7 +168,7 @@ def agree_on_run_dir(run_dir: str, device_name: str) -> list[str]:
     """The overrides that make every rank of a launch use rank 0's run dir (Hydra would give
     each process its own time-stamped one), and keep the other ranks from writing Hydra's
     records and log file into it."""
-    from expkit.rerun import hydra_value
+    from expkit.sweeps.rerun import hydra_value
 
     here = setup(device_name)
     agreed = broadcast(run_dir, here)

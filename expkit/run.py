@@ -94,7 +94,7 @@ def _group_choices() -> dict[str, str]:
     """The config group options this run was composed from (Hydra's runtime choices)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from expkit.schema import SCHEMAS
+    from expkit.config.schema import SCHEMAS
 
     if not HydraConfig.initialized():
         return {}
@@ -124,7 +124,7 @@ def _sigterm_as_interrupt():
 def _absolute_paths(cfg: DictConfig, launch_dir: Path) -> None:
     """Relative local paths mean the launch dir (also after `hydra.job.chdir`); recorded absolute,
     so the params say exactly what ran (and a re-run finds it)."""
-    from expkit.validate import looks_like_path
+    from expkit.config.validate import looks_like_path
 
     def absolute(value: Any) -> str:
         return str((launch_dir / Path(str(value)).expanduser()).resolve())
@@ -194,12 +194,12 @@ def run(
     handle: RunHandle | None = None,
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
+    from expkit.config.validate import check_model_fits, check_schedule, validate
     from expkit.data import load_raw
     from expkit.distributed import check_device, world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
     from expkit.tasks import build_task
     from expkit.tracking import flatten, make_tracker, store_uri, write_run_pointer
-    from expkit.validate import check_model_fits, check_schedule, validate
 
     for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # Hydra's own copies
         redact_file(run_dir / ".hydra" / record)

@@ -121,7 +121,7 @@ def test_freeze_options(tiny, option, frozen_prefixes):
 
 
 def test_bottom_layers_beyond_the_model_is_a_config_error(tiny):
-    from expkit.validate import check_model_fits
+    from expkit.config.validate import check_model_fits
 
     cfg, model = tiny("freeze=bottom_layers", "freeze.num_layers=3")
     with pytest.raises(ConfigError, match="beyond the model's 2 encoder layers"):

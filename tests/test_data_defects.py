@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from expkit.config.validate import validate
 from expkit.data import RawData, load_raw, tokenize
 from expkit.errors import ConfigError, DataError
 from expkit.tables import find_split_files, read_table
-from expkit.validate import validate
 from tests.conftest import CLASSIFICATION, run_cli
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 

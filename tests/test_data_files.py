@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from expkit.config.schema import DataConfig
+from expkit.config.validate import validate
 from expkit.errors import ConfigError, DataError
-from expkit.schema import DataConfig
 from expkit.tables import find_split_files, read_label_names, read_splits, read_table
-from expkit.validate import validate
 from tests.conftest import SHARED_DATA, compose_config, run_cli
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from expkit.config.validate import validate
 from expkit.errors import ConfigError
-from expkit.validate import validate
 from tests.conftest import SHARED_DATA, compose_config, run_cli
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error, good_data  # noqa: F401
 
@@ -188,7 +188,7 @@ def test_a_sweep_into_the_dir_of_an_earlier_sweep_is_refused_before_any_job(tmp_
 
 
 def test_a_run_dir_is_free_with_only_hydras_records_or_when_resuming(tmp_path):
-    from expkit.validate import check_run_dir
+    from expkit.config.validate import check_run_dir
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "expkit.log").write_text("")

@@ -11,8 +11,8 @@ import torch
 
 from expkit.backends import get_backend
 from expkit.backends.hf import check, training_arguments
+from expkit.config.validate import validate
 from expkit.errors import ConfigError
-from expkit.validate import validate
 from tests.conftest import run_cli
 
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from expkit.cli import config_dir
-from expkit.schema import register_configs
+from expkit.config.schema import register_configs
 from tests.conftest import run_cli
 
 TINY = ["model=tiny", "trainer.max_steps=3", "trainer.progress=false", "trainer.save_model=false"]

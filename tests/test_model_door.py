@@ -99,7 +99,7 @@ def test_a_tokenizer_of_special_tokens_only_stops_before_the_run_opens(tmp_path)
 
 
 def test_the_offline_models_have_their_tokenizer_files(make_cfg):
-    from expkit.validate import validate
+    from expkit.config.validate import validate
 
     for model in ("model=tiny", "model=minilm"):
         validate(make_cfg(model))  # no ConfigError
@@ -253,6 +253,6 @@ def test_a_seed_outside_numpys_range_stops_at_the_door(tmp_path, seed):
 
 @pytest.mark.parametrize("seed", ["0", str(2**32 - 1)])
 def test_the_ends_of_the_seed_range_are_valid(make_cfg, seed):
-    from expkit.validate import validate
+    from expkit.config.validate import validate
 
     validate(make_cfg(f"seed={seed}"))

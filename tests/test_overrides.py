@@ -16,7 +16,7 @@ from expkit.cli import expand_shorthands
 from expkit.errors import ExpkitError
 from expkit.redact import REDACTED, redact_override
 from expkit.resume import resume_command
-from expkit.sweep import _plain
+from expkit.sweeps.sweep import _plain
 from tests.conftest import ROOT
 
 
@@ -158,12 +158,12 @@ def test_a_run_name_shows_values_as_the_config_holds_them(make_cfg):
 
 
 def test_the_run_engine_does_not_import_the_sweep():
-    """expkit.sweep sits on top of expkit.run: run.py never imports it, not even in a function."""
+    """expkit.sweeps sits on top of expkit.run: run.py never imports it, not even in a function."""
     tree = ast.parse((ROOT / "expkit" / "run.py").read_text(encoding="utf-8"))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert "expkit.sweep" not in imported and "expkit.cli" not in imported
-    probe = "import sys, expkit.run; print(sorted(m for m in sys.modules if m == 'expkit.sweep'))"
+    assert "expkit.sweeps.sweep" not in imported and "expkit.cli" not in imported
+    probe = "import sys, expkit.run; print(sorted(m for m in sys.modules if 'sweeps' in m))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from expkit.sweep import SweepCallback
+from expkit.sweeps.sweep import SweepCallback
 from tests.conftest import run_cli
 from tests.test_errors import _assert_one_line_error
 

@@ -16,8 +16,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from expkit.overrides import value_string as hydra_value
-from expkit.summary import Row, Sweep, ranked
-from expkit.sweep import job_key
+from expkit.sweeps.summary import Row, Sweep, ranked
+from expkit.sweeps.sweep import job_key
 from tests.conftest import run_cli, sweep_runs
 
 TINY = ["model=tiny", "trainer.max_steps=3", "trainer.progress=false", "trainer.save_model=false"]

@@ -11,7 +11,7 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from expkit.summary import Row, Sweep, _overrides, figure, split_overrides
+from expkit.sweeps.summary import Row, Sweep, _overrides, figure, split_overrides
 from tests.conftest import run_cli, sweep_runs
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 

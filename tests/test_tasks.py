@@ -176,7 +176,7 @@ def test_multilabel_auto_threshold_is_chosen_on_dev_kept_for_test_and_saved():
 
 
 def test_the_task_checks_name_what_does_not_fit(make_cfg):
-    from expkit.validate import validate
+    from expkit.config.validate import validate
 
     cases = [
         (["task=regression", "loss=cross_entropy"],

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from expkit.config.validate import validate
 from expkit.errors import ConfigError
-from expkit.validate import validate
 from tests.conftest import SHARED_DATA
 
 
@@ -73,7 +73,7 @@ def test_every_option_of_every_group_composes_and_validates(make_cfg, tmp_path):
 def test_the_checks_that_need_the_data_or_the_model_config(make_cfg):
     from types import SimpleNamespace
 
-    from expkit.validate import check_model_fits, check_schedule
+    from expkit.config.validate import check_model_fits, check_schedule
 
     cfg = make_cfg("scheduler.warmup_steps=10", "trainer.max_steps=10")
     validate(cfg)  # the number of steps is known once the data is read
@@ -96,7 +96,7 @@ def test_the_optuna_preset_composes_and_validates(make_cfg, tmp_path):
 def test_validation_imports_nothing_heavy():
     code = (
         "import sys; from tests.conftest import compose_config;"
-        "from expkit.validate import validate;"
+        "from expkit.config.validate import validate;"
         "validate(compose_config(['model=tiny']));"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'mlflow') if m in sys.modules];"
         "assert not heavy, heavy"

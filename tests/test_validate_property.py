@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
 from expkit.cli import _one_line, expand_shorthands
+from expkit.config.validate import validate
 from expkit.errors import ExpkitError
-from expkit.validate import validate
 from tests.conftest import compose_config
 
 KEYS = [

@@ -6,7 +6,7 @@ model's outputs per example, the metrics and the default objective, and how pred
 written. expkit.run and both backends only call these methods; none of them names a task.
 
 Adding a task is one module here (a `Task` subclass), one line in TASKS, and one YAML file in
-conf/task/ (with its schema in expkit.schema).
+conf/task/ (with its schema in expkit.config.schema).
 """
 
 from __future__ import annotations

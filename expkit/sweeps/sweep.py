@@ -137,8 +137,8 @@ class SweepCallback(Callback):
             raise SystemExit(2) from None
 
     def _open_parent(self, config: DictConfig) -> None:
+        from expkit.config.validate import validate_objective
         from expkit.tracking import bound_http_retries
-        from expkit.validate import validate_objective
 
         bound_http_retries()  # the jobs inherit them: launched here, or by SLURM's sbatch
         validate_objective(config)
@@ -206,7 +206,7 @@ class SweepCallback(Callback):
         redact_file(Path(config.hydra.runtime.cwd) / str(config.hydra.sweep.dir) / "multirun.yaml")
         if self.parent_id is None or self.uri is None:
             return
-        from expkit.summary import finish_sweep
+        from expkit.sweeps.summary import finish_sweep
 
         failed, total = finish_sweep(
             self.uri, self.parent_id, register_as=config.tracking.get("register_best")

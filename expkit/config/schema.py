@@ -214,7 +214,7 @@ def _package_model_dir(module: str) -> str:
 
 def _package_path(name: str) -> str:
     """A path inside the expkit package (the demo data set)."""
-    return str(Path(__file__).resolve().parent / name)
+    return str(Path(__file__).resolve().parents[1] / name)
 
 
 # free-form sections whose keys are checked later, against their target (TrainingArguments,

@@ -117,7 +117,7 @@ def find(client: Any, ident: str | None) -> tuple[Any, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from expkit import summary
+    from expkit.sweeps import summary
 
     parser = argparse.ArgumentParser(
         prog="expkit compare",
