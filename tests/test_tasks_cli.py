@@ -191,3 +191,49 @@ def test_columns_that_do_not_match_the_fields_are_one_line(tmp_path):
     expected = "train.tsv:1: expected 2 fields (data.columns has 2 names), found 3"
     _assert_one_line_error(proc, expected)
     _assert_no_run_recorded(tmp_path)
+
+
+def test_a_multilabel_run_resumed_from_its_checkpoint_ends_as_the_whole_run(tmp_path):
+    data = _write(tmp_path / "data", "multilabel", n=64)
+    args = ["model=tiny", "task=multilabel", "task.threshold=auto", "data=local",
+            f"data.path={data}", "trainer.max_steps=6", "trainer.batch_size=8",
+            "trainer.eval_every=3", "trainer.save_every=3", "trainer.keep_checkpoints=0",
+            "optimizer.lr=1e-2", "trainer.save_model=false"]  # fmt: skip
+    whole = run_cli(*args, "hydra.run.dir=runs/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    checkpoint = tmp_path / "runs" / "whole" / "checkpoints" / "step_3"
+    state = json.loads((checkpoint / "expkit_state.json").read_text())
+    assert state["task_state"]["threshold"] is not None  # chosen at step 3's dev evaluation
+    again = run_cli(*args, f"resume={checkpoint}", "hydra.run.dir=runs/again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "runs" / "again" / "metrics.json").read_text())
+    timings = {"train_runtime", "train_samples_per_second"}
+    assert {k: v for k, v in second.items() if k not in timings} == pytest.approx(
+        {k: v for k, v in first.items() if k not in timings}, abs=1e-6
+    )
+
+
+def test_two_processes_evaluate_a_regression_as_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = _write(tmp_path / "data", "regression", n=64)
+    args = ["model=tiny", "model.dropout=0", "task=regression", "data=local",
+            f"data.path={data}", "trainer.max_steps=4", "trainer.save_model=false",
+            "optimizer.lr=1e-3", "trainer.progress=false"]  # fmt: skip
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    # 60 dev and test examples split 30 / 30 between the processes, each counted once
+    for name in ("eval_pearson", "eval_mse", "test_pearson", "test_spearman", "test_rmse"):
+        assert a[name] == pytest.approx(b[name], abs=1e-4), name
