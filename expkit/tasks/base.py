@@ -161,6 +161,21 @@ class SequenceTask(Task):
     def encode_kwargs(self, data_cfg: DictConfig) -> dict[str, Any]:
         return {"truncation": True, "max_length": int(data_cfg.max_length)}
 
+    def params(self, raw: RawData) -> dict[str, Any]:
+        if not raw.label_names:
+            return {}
+        return {"num_labels": raw.num_labels, "label_names": ",".join(raw.label_names)}
+
+    @staticmethod
+    def named_head(raw: RawData, problem_type: str) -> dict[str, Any]:
+        """A head of one output per named label, the names in the model config."""
+        return {
+            "num_labels": raw.num_labels,
+            "problem_type": problem_type,
+            "id2label": dict(enumerate(raw.label_names)),
+            "label2id": {name: i for i, name in enumerate(raw.label_names)},
+        }
+
     def encode(
         self, raw: RawData, split: str, tokenizer: Any, kwargs: dict[str, Any]
     ) -> dict[str, list]:

@@ -156,15 +156,7 @@ class ClassificationTask(SequenceTask):
             )
 
     def head_config(self, raw: RawData) -> dict[str, Any]:
-        return {
-            "num_labels": raw.num_labels,
-            "problem_type": "single_label_classification",
-            "id2label": dict(enumerate(raw.label_names)),
-            "label2id": {name: i for i, name in enumerate(raw.label_names)},
-        }
-
-    def params(self, raw: RawData) -> dict[str, Any]:
-        return {"num_labels": raw.num_labels, "label_names": ",".join(raw.label_names)}
+        return self.named_head(raw, "single_label_classification")
 
     def outputs(self, logits: Any) -> Any:
         return logits.argmax(-1)  # class ids, not logits, are kept across an evaluation

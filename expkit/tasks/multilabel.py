@@ -138,15 +138,7 @@ class MultiLabelTask(SequenceTask):
         return rows
 
     def head_config(self, raw: RawData) -> dict[str, Any]:
-        return {
-            "num_labels": raw.num_labels,
-            "problem_type": "multi_label_classification",
-            "id2label": dict(enumerate(raw.label_names)),
-            "label2id": {name: i for i, name in enumerate(raw.label_names)},
-        }
-
-    def params(self, raw: RawData) -> dict[str, Any]:
-        return {"num_labels": raw.num_labels, "label_names": ",".join(raw.label_names)}
+        return self.named_head(raw, "multi_label_classification")
 
     def outputs(self, logits: Any) -> Any:
         import torch
