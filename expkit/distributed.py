@@ -168,11 +168,11 @@ def agree_on_run_dir(run_dir: str, device_name: str) -> list[str]:
     """The overrides that make every rank of a launch use rank 0's run dir (Hydra would give
     each process its own time-stamped one), and keep the other ranks from writing Hydra's
     records and log file into it."""
-    from expkit.sweeps.rerun import hydra_value
+    from expkit.overrides import value_string
 
     here = setup(device_name)
     agreed = broadcast(run_dir, here)
-    args = [f"hydra.run.dir={hydra_value(agreed)}"]
+    args = [f"hydra.run.dir={value_string(agreed)}"]
     if not here.is_main:
         args += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]"]
     return args

@@ -3,65 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError
-from expkit.redact import redact_text
-
-
-def default_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the default store of this directory (runs/mlflow.db)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    db = Path.cwd() / "runs" / "mlflow.db"
-    if not db.is_file():
-        raise ExpkitError(
-            f"no MLflow store at {db}; run from the directory you launched expkit in, "
-            "or pass --uri (e.g. --uri sqlite:///path/runs/mlflow.db or http://host:5000)"
-        )
-    return f"sqlite:///{db}"
-
-
-def open_store(uri: str | None, origin: str = "--uri") -> Any:
-    """A client of the existing store at `uri` (default: `default_uri()`), `origin` naming where
-    the URI came from; MLflow would create an empty store where there is none."""
-    from expkit.tracking import check_server, mlflow_client
-
-    if uri is None:
-        origin = "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "default"
-        uri = default_uri()
-    missing = _missing_store(uri)
-    if missing is not None:
-        raise ExpkitError(
-            f"no MLflow store at {missing} ({origin} {redact_text(uri)}); give the URI of an "
-            "existing store, e.g. sqlite:///path/runs/mlflow.db or http://host:5000"
-        )
-    check_server(uri)  # a server that is down: one line, not MLflow's retries and a traceback
-    return mlflow_client(uri)
-
-
-def _missing_store(uri: str) -> Path | None:
-    """The local path a SQLite or file store at `uri` would be created at, if it is not there."""
-    from urllib.parse import urlparse
-
-    scheme = urlparse(uri).scheme
-    if scheme == "sqlite":
-        from expkit.tracking import sqlite_database
-
-        database = sqlite_database(uri)
-        if not database or database == ":memory:":
-            return None
-        path = Path(database).resolve()
-        return None if path.is_file() else path
-    if scheme in ("", "file") or len(scheme) == 1:  # a path (C:\ too), or file:///...
-        from expkit.tracking import file_store_path
-
-        path = file_store_path(uri).resolve()
-        return None if path.is_dir() else path
-    return None  # a server or a database server: MLflow reports what is wrong
+from expkit.tracking import open_store
 
 
 def _output(path: Path | None, flag: str, example: str) -> None:

@@ -59,7 +59,7 @@ def overrides_for(
 
 def prepare(argv: list[str]) -> tuple[list[str], str]:
     """Parse `rerun` arguments; return (the Hydra command line, the source run id)."""
-    from expkit.sweeps.compare import open_store
+    from expkit.tracking import open_store
 
     parser = argparse.ArgumentParser(
         prog="expkit rerun",

@@ -60,7 +60,7 @@ def replay(path: Path, uri: str | None = None) -> str:
     from mlflow.entities import Metric, RunTag
     from mlflow.exceptions import MlflowException
 
-    from expkit.sweeps.compare import open_store
+    from expkit.tracking import open_store
     from expkit.tracking.names import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 
     record = read_record(path)
