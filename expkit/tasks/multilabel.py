@@ -80,8 +80,6 @@ class MultiLabelTask(SequenceTask):
             )
         if cfg.task.threshold_per_label and t != "auto":
             errors.append("task.threshold_per_label=true needs task.threshold=auto")
-        if not str(cfg.data.get("label_separator", ",")):
-            errors.append("data.label_separator is empty (e.g. data.label_separator=',')")
         return errors
 
     def check_data(self, raw: RawData, cfg: DictConfig) -> None:
