@@ -341,6 +341,10 @@ def main() -> None:
     """Console-script entry point (`expkit ...` and `python -m expkit ...`)."""
     import hydra
 
+    if len(sys.argv) > 1 and sys.argv[1] in ("predict", "evaluate"):
+        from expkit.predict import entry
+
+        entry(sys.argv[2:], sys.argv[1])
     if len(sys.argv) > 1 and sys.argv[1] in ("compare", "rerun", "replay"):
         _subcommand(sys.argv[1:])
     sys.argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]

@@ -64,7 +64,7 @@ def preview(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-def _text_column(col: list[Any], name: str, source: str, notes: list[str]) -> list[str]:
+def text_column(col: list[Any], name: str, source: str, notes: list[str]) -> list[str]:
     """A text column as strings: numbers become their text (with a note), anything else stops."""
     if all(type(v) is str for v in col):  # the usual case, checked at C speed
         return col
@@ -101,7 +101,7 @@ def text_columns(
             raise DataError(
                 f"{source} has no {what} '{name}' ({key}); its columns are: {', '.join(columns)}"
             )
-    texts = [_text_column([r[name] for r in rows], name, source, notes) for name in text_fields]
+    texts = [text_column([r[name] for r in rows], name, source, notes) for name in text_fields]
     labels = [r[label_field] for r in rows]
     for row, value in enumerate(labels, start=1):
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -266,8 +266,11 @@ class ModelNotSaved(ExpkitError):
     """Writing the final model failed (disk full, ...); nothing of it is left."""
 
 
-def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
-    """Model and tokenizer in save_pretrained layout, loadable with from_pretrained.
+def save_model(
+    model: Any, tokenizer: Any, directory: Path, extra: dict[str, str] | None = None
+) -> None:
+    """Model and tokenizer in save_pretrained layout, loadable with from_pretrained, and the
+    `extra` files (name -> text) beside them.
 
     Written as a checkpoint is (a hidden sibling, renamed when complete): `directory` is a whole
     model or absent; a failed write raises ModelNotSaved.
@@ -278,6 +281,8 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
         with atomic_dir(Path(directory), manifest=False) as tmp, quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            for name, text in (extra or {}).items():
+                (Path(tmp) / name).write_text(text, encoding="utf-8")
     except WriteFailed as exc:
         raise ModelNotSaved(
             f"the trained model was not saved to {directory} ({exc.reason}; nothing of it is left)"

@@ -318,6 +318,18 @@ def run(
             tracker.end(status)
 
 
+def _model_spec(cfg: DictConfig, task: Any, raw: Any, run_id: str | None) -> dict[str, Any]:
+    """expkit.json of the saved model: what predicting with it needs, from this run."""
+    from expkit.predictor import model_spec
+    from expkit.redact import redact_config
+
+    split = next((s for s in ("test", "dev", "train") if raw.size(s)), "train")
+    columns = raw.texts[split]
+    example = [[col[i] for col in columns] for i in range(min(2, raw.size(split)))]
+    config = redact_config(OmegaConf.to_container(cfg, resolve=True))
+    return model_spec(task, config, run_id, example)
+
+
 def _train(
     cfg: DictConfig,
     task: Any,
@@ -340,6 +352,7 @@ def _train(
     from expkit.freeze import apply_freeze
     from expkit.model import ModelNotSaved, build_model, save_model
     from expkit.optim import build_optimizer, build_scheduler
+    from expkit.predictor import SPEC_FILE
     from expkit.stopping import GracefulStop
 
     set_seed(int(cfg.seed))
@@ -415,11 +428,13 @@ def _train(
         tracker.log_text(text, name)
     if t.save_model:
         model_dir = run_dir / "model"
+        spec = _model_spec(cfg, task, raw, tracker.run_id)
         try:
-            save_model(model, tokenizer, model_dir)
+            save_model(model, tokenizer, model_dir, {SPEC_FILE: json.dumps(spec, indent=2)})
         except ModelNotSaved as exc:
             where = " and ".join(kept) or "the table above"
             raise ModelNotSaved(f"{exc}; its metrics are kept in {where}") from exc.__cause__
-        tracker.log_artifact(model_dir, "model")
+        info = {k: spec[k] for k in ("task", "input_fields", "input_example")}
+        tracker.log_model(model_dir, info, total_steps)  # the MLflow Model: runs:/RUN_ID/model
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics

@@ -434,7 +434,7 @@ def resolve_split_files(data_cfg: Any) -> dict[str, list[Path]]:
     return found
 
 
-def _read_split(paths: list[Path], opts: ReadOptions, notes: list[str]) -> Table:
+def read_split(paths: list[Path], opts: ReadOptions, notes: list[str]) -> Table:
     """Read the files of one split and concatenate their rows in order."""
     columns: list[str] | None = None
     rows: list[Row] = []
@@ -490,7 +490,7 @@ def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[s
     opts = read_options(data_cfg)
     files = resolve_split_files(data_cfg)
     notes: list[str] = []
-    tables = {split: _read_split(paths, opts, notes) for split, paths in files.items()}
+    tables = {split: read_split(paths, opts, notes) for split, paths in files.items()}
     sources = {split: _source(paths) for split, paths in files.items()}
     fraction = _get(data_cfg, "dev_fraction")
     if fraction is not None:

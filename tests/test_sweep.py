@@ -34,7 +34,7 @@ def _runs(workdir: Path):
 @pytest.fixture(scope="module")
 def basic_sweep(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
-    proc = run_cli(
+    proc = run_cli(  # the models are saved: the best one is registered
         "-m", *TINY[:3], "optimizer.lr=1e-3,3e-3", "freeze=none,base_model",
         "tracking.register_best=tiny_best", cwd=workdir,
     )  # fmt: skip
@@ -90,6 +90,16 @@ def test_the_summary_is_printed_and_logged_on_the_parent(basic_sweep, tmp_path):
     assert parent.data.params["best.optimizer.lr"] in ("0.001", "0.003")
     (version,) = client.search_model_versions("name='tiny_best'")
     assert version.run_id == best and "eval_accuracy=" in version.description
+    # the registered version is the best run's MLflow Model: pyfunc loads it by name
+    code = (
+        "import json, sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
+        "print(json.dumps(mlflow.pyfunc.load_model('models:/tiny_best/1').predict(['fine'])))"
+    )
+    uri = f"sqlite:///{workdir}/runs/mlflow.db"
+    loaded = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    (record,) = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert record["text"] == "fine" and record["label"] in record["scores"]
 
 
 @pytest.mark.slow

@@ -121,10 +121,14 @@ def test_classification_reads_names_and_predicts_names(tmp_path):
     raw = _read(task, [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}])
     assert raw.labels["train"] == [1, 0] and raw.label_names == ["neg", "pos"]
     assert task.head_config(raw)["id2label"] == {0: "neg", 1: "pos"}
-    out = tmp_path / "p.jsonl"
-    task.write_predictions(raw, "train", [np.int64(1), np.int64(0)], out)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines == [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]
+    task.bind(raw)
+    import torch
+
+    scores = task.scores(torch.tensor([[0.0, 2.0], [1.0, -1.0]])).numpy()
+    record = task.prediction(scores[0])
+    assert record["label"] == "pos" and list(record["scores"]) == ["neg", "pos"]
+    assert record["scores"]["pos"] == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-6)
+    assert task.prediction(scores[1])["label"] == "neg"
 
 
 def test_regression_reads_numbers_and_names_a_row_that_is_not_one(tmp_path):
@@ -134,9 +138,7 @@ def test_regression_reads_numbers_and_names_a_row_that_is_not_one(tmp_path):
     assert task.head_config(raw) == {"num_labels": 1, "problem_type": "regression"}
     with pytest.raises(DataError, match=r"train.tsv: data row 2: label 'high' is not a number"):
         _read(task, [{"text": "a", "label": "3.8"}, {"text": "b", "label": "high"}])
-    out = tmp_path / "p.jsonl"
-    task.write_predictions(raw, "train", [np.float32(2.5), np.float32(0.25)], out)
-    assert json.loads(out.read_text().splitlines()[0]) == {"text": "a", "score": 2.5}
+    assert task.prediction(np.float32(2.5)) == {"value": 2.5}
 
 
 def test_multilabel_reads_lists_joined_ids_and_names(tmp_path):
@@ -153,11 +155,9 @@ def test_multilabel_reads_lists_joined_ids_and_names(tmp_path):
         _read(task, [{"text": "a", "label": "calm"}], names)
     # without names: ids 0..max
     assert _read(task, [{"text": "a", "label": "0,3"}]).label_names == ["0", "1", "2", "3"]
-    out = tmp_path / "p.jsonl"
     task.bind(raw)
-    task.write_predictions(raw, "train", [np.array([0.9, 0.2, 0.6])], out)
-    record = json.loads(out.read_text())
-    assert record["labels"] == ["joy", "fear"] and record["probabilities"]["anger"] == 0.2
+    record = task.prediction(np.array([0.9, 0.2, 0.6]))
+    assert record["labels"] == ["joy", "fear"] and record["scores"]["anger"] == pytest.approx(0.2)
 
 
 def test_multilabel_auto_threshold_is_chosen_on_dev_kept_for_test_and_saved():

@@ -489,6 +489,11 @@ def _check_tracking(cfg: DictConfig, errors: list[str]) -> None:
     t = cfg.tracking
     if t.backend != "mlflow":
         return
+    if t.get("register_best") and not cfg.trainer.save_model:
+        errors.append(
+            f"tracking.register_best={t.register_best} registers the best run's model, and "
+            "trainer.save_model=false saves none (drop one of them)"
+        )
     if not str(t.experiment).strip():
         errors.append(
             f"tracking.experiment={str(t.experiment)!r} is empty (name an MLflow experiment, "

@@ -335,14 +335,19 @@ def finish_sweep(
 def _register(client: Any, best: Row, name: str, sweep: Sweep, value: float) -> None:
     """The best child's model in the Model Registry, the objective in its description."""
     from expkit.tracking import ensure_registered_model
+    from expkit.tracking.models import run_model_id
 
     ensure_registered_model(client, name)
-    run = client.get_run(best.run_id)
     description = (
         f"best of sweep {sweep.parent.data.tags.get('expkit.sweep_id', '')}: "
         f"{sweep.objective}={value:.4f} ({sweep.direction}); run {best.name}"
     )
+    model_id = run_model_id(client, best.run_id)
+    if model_id is None:
+        print(f"not registered: the best run {best.name} logged no model (trainer.save_model)")
+        return
     version = client.create_model_version(
-        name, source=f"{run.info.artifact_uri}/model", run_id=best.run_id, description=description
-    )
+        name, source=f"models:/{model_id}", run_id=best.run_id, description=description,
+        model_id=model_id,
+    )  # fmt: skip
     print(f"registered the best model as {name} version {version.version} ({description})")

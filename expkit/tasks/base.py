@@ -6,14 +6,13 @@ section; reading, checking and encoding import nothing heavy until they run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
-from expkit.data import RawData, text_columns
+from expkit.data import RawData, text_column, text_columns
+from expkit.errors import DataError
 
 LossFn = Callable[[Any, Any], Any]
 
@@ -109,13 +108,37 @@ class Task:
         """Artifacts of the last evaluations (file name -> text), logged when the run ends."""
         return {}
 
-    def prediction(self, output: Any) -> dict[str, Any]:
-        """One example's output as the fields of its prediction record."""
+    # -- using the trained model: expkit predict / evaluate and the served MLflow Model -------
+    def scores(self, logits: Any) -> Any:
+        """What a prediction is made from, one row per example (class probabilities, a value)."""
+        return self.outputs(logits)
+
+    def prediction(self, score: Any) -> dict[str, Any]:
+        """One example's scores as the fields of its prediction record."""
         raise NotImplementedError
 
-    def write_predictions(self, raw: RawData, split: str, outputs: list[Any], path: Path) -> None:
-        """One JSON line per example of `split`: its input fields and its prediction."""
+    def read_inputs(
+        self, columns: list[str], rows: list[dict], data_cfg: DictConfig, source: str
+    ) -> list[list[str]]:
+        """The model's inputs of a table to predict on (no labels needed); DataError names what
+        is missing."""
         raise NotImplementedError
+
+    def read_gold(
+        self, columns: list[str], rows: list[dict], data_cfg: DictConfig, source: str
+    ) -> list[Any]:
+        """The labels of a table to evaluate on, in the trained label space (`label_names`)."""
+        raise NotImplementedError
+
+    def encode_inputs(
+        self, texts: list[list[str]], tokenizer: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list]:
+        """The model's input columns for the texts (as `encode`, without labels)."""
+        raise NotImplementedError
+
+    def input_fields(self, data_cfg: DictConfig) -> list[str]:
+        """The names of the model's inputs, as a request or a file gives them."""
+        return [str(f) for f in data_cfg.text_fields]
 
 
 def given_label_names(data_cfg: DictConfig) -> list[str] | None:
@@ -146,7 +169,8 @@ class SequenceTask(Task):
             )
         space = self.label_space(values["train"], data_cfg, sources["train"])
         labels = {
-            split: self.parse_labels(vals, space, sources[split]) for split, vals in values.items()
+            split: self.parse_labels(vals, space, sources[split], data_cfg)
+            for split, vals in values.items()
         }
         return RawData(texts, labels, space, sources, notes, list(data_cfg.text_fields))
 
@@ -154,9 +178,30 @@ class SequenceTask(Task):
         """The label names in id order (empty for a score)."""
         raise NotImplementedError
 
-    def parse_labels(self, values: list[Any], names: list[str], source: str) -> list[Any]:
+    def parse_labels(
+        self, values: list[Any], names: list[str], source: str, data_cfg: DictConfig
+    ) -> list[Any]:
         """The label column's values as the model's labels."""
         raise NotImplementedError
+
+    def read_inputs(
+        self, columns: list[str], rows: list[dict], data_cfg: DictConfig, source: str
+    ) -> list[list[str]]:
+        missing = [f for f in self.input_fields(data_cfg) if f not in columns]
+        if missing:
+            raise DataError(
+                f"{source} has no text column {', '.join(map(repr, missing))}, which the model "
+                f"was trained on (data.text_fields); its columns are: {', '.join(columns)}"
+            )
+        return [
+            text_column([r[f] for r in rows], f, source, []) for f in self.input_fields(data_cfg)
+        ]
+
+    def read_gold(
+        self, columns: list[str], rows: list[dict], data_cfg: DictConfig, source: str
+    ) -> list[Any]:
+        _texts, values = text_columns(rows, columns, data_cfg, source, [])
+        return self.parse_labels(values, self.label_names, source, data_cfg)
 
     def encode_kwargs(self, data_cfg: DictConfig) -> dict[str, Any]:
         return {"truncation": True, "max_length": int(data_cfg.max_length)}
@@ -179,23 +224,18 @@ class SequenceTask(Task):
     def encode(
         self, raw: RawData, split: str, tokenizer: Any, kwargs: dict[str, Any]
     ) -> dict[str, list]:
-        columns = raw.texts[split]
-        # sentence pairs go in as pairs (token_type_ids 0/1), as in the tutorial
-        second = columns[1] if len(columns) == 2 else None
-        encoded = tokenizer(columns[0], second, **kwargs)
+        encoded = self.encode_inputs(raw.texts[split], tokenizer, kwargs)
         return {**encoded, "labels": raw.labels[split]}
+
+    def encode_inputs(
+        self, texts: list[list[str]], tokenizer: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list]:
+        # sentence pairs go in as pairs (token_type_ids 0/1), as in the tutorial
+        second = texts[1] if len(texts) == 2 else None
+        return dict(tokenizer(texts[0], second, **kwargs))
 
     def collator(self, tokenizer: Any) -> Any:
         """Dynamic padding per batch (pads to the longest sequence in the batch)."""
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
-
-    def write_predictions(self, raw: RawData, split: str, outputs: list[Any], path: Path) -> None:
-        fields = raw.text_fields
-        lines = []
-        for i, output in enumerate(outputs):
-            record = {name: raw.texts[split][c][i] for c, name in enumerate(fields)}
-            record.update(self.prediction(output))
-            lines.append(json.dumps(record, ensure_ascii=False))
-        Path(path).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")

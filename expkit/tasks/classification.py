@@ -143,7 +143,9 @@ class ClassificationTask(SequenceTask):
             )
         return names
 
-    def parse_labels(self, values: list[Any], names: list[str], source: str) -> list[Any]:
+    def parse_labels(
+        self, values: list[Any], names: list[str], source: str, data_cfg: DictConfig
+    ) -> list[Any]:
         _one_label_each(values, source)
         return _label_ids(values, names, source)
 
@@ -166,5 +168,14 @@ class ClassificationTask(SequenceTask):
 
         return classification_metrics(outputs, labels, len(self.label_names))
 
-    def prediction(self, output: Any) -> dict[str, Any]:
-        return {"label": self.label_names[int(output)]}
+    def scores(self, logits: Any) -> Any:
+        return logits.float().softmax(-1)  # a probability per class
+
+    def prediction(self, score: Any) -> dict[str, Any]:
+        import numpy as np
+
+        probs = np.asarray(score, dtype=float)
+        return {
+            "label": self.label_names[int(probs.argmax())],
+            "scores": {n: float(p) for n, p in zip(self.label_names, probs, strict=True)},
+        }

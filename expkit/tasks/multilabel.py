@@ -44,6 +44,10 @@ def _items(value: Any, separator: str, source: str, row: int) -> list[Any]:
     return out
 
 
+def _separator(data_cfg: DictConfig) -> str:
+    return str(data_cfg.get("label_separator", ","))
+
+
 def _probability(value: Any) -> float | None:
     """A threshold given as a number strictly between 0 and 1, else None."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
@@ -68,7 +72,6 @@ class MultiLabelTask(SequenceTask):
         # a number, a list (one per label, chosen on dev), or None (auto, not chosen yet)
         self.threshold: Any = None if self.auto else _probability(cfg.threshold)
         self.per_label_f1: dict[str, list[float]] = {}
-        self._separator = ","
 
     def check(self, cfg: DictConfig) -> list[str]:
         errors = super().check(cfg)
@@ -96,12 +99,11 @@ class MultiLabelTask(SequenceTask):
             )
 
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
-        self._separator = str(data_cfg.get("label_separator", ","))
         given = given_label_names(data_cfg)
         if given is not None:
             return given
         items = [i for row, v in enumerate(train_values, 1)
-                 for i in _items(v, self._separator, source, row)]  # fmt: skip
+                 for i in _items(v, _separator(data_cfg), source, row)]  # fmt: skip
         if items and all(isinstance(i, int) for i in items):
             if min(items) < 0:
                 raise DataError(f"{source}: label id {min(items)} is negative")
@@ -112,12 +114,15 @@ class MultiLabelTask(SequenceTask):
             raise DataError(f"{source}: {len(names)} label(s) in the train split; need two or more")
         return names
 
-    def parse_labels(self, values: list[Any], names: list[str], source: str) -> list[Any]:
+    def parse_labels(
+        self, values: list[Any], names: list[str], source: str, data_cfg: DictConfig
+    ) -> list[Any]:
         index = {name: i for i, name in enumerate(names)}
+        separator = _separator(data_cfg)
         rows = []
         for row, value in enumerate(values, start=1):
             hot = [0.0] * len(names)
-            for item in _items(value, self._separator, source, row):
+            for item in _items(value, separator, source, row):
                 if isinstance(item, int) and str(item) not in index:
                     if not 0 <= item < len(names):
                         raise DataError(
@@ -151,7 +156,7 @@ class MultiLabelTask(SequenceTask):
         probs, gold = np.stack(outputs), np.stack(labels)
         if self.auto and split == "dev":
             self.threshold = best_threshold(probs, gold, self.per_label)
-        threshold = self.threshold if self.threshold is not None else 0.5
+        threshold = self.chosen_threshold()
         predicted = probs >= np.asarray(threshold)
         out = multilabel_metrics(predicted, gold)
         if self.auto and not self.per_label:
@@ -179,14 +184,16 @@ class MultiLabelTask(SequenceTask):
             out["thresholds.json"] = json.dumps({"chosen_on": "dev", "threshold": chosen}, indent=2)
         return out
 
-    def prediction(self, output: Any) -> dict[str, Any]:
+    def chosen_threshold(self) -> Any:
+        """The threshold in use: the number given, the one chosen on dev, else 0.5."""
+        return self.threshold if self.threshold is not None else 0.5
+
+    def prediction(self, score: Any) -> dict[str, Any]:
         import numpy as np
 
-        probs = np.asarray(output, dtype=float)
-        threshold = np.asarray(self.threshold if self.threshold is not None else 0.5)
-        chosen = np.nonzero(probs >= threshold)[0]
+        probs = np.asarray(score, dtype=float)
+        chosen = np.nonzero(probs >= np.asarray(self.chosen_threshold()))[0]
         return {
             "labels": [self.label_names[i] for i in chosen],
-            "probabilities": {n: round(float(p), 6) for n, p in zip(self.label_names, probs,
-                                                                     strict=True)},
-        }  # fmt: skip
+            "scores": {n: float(p) for n, p in zip(self.label_names, probs, strict=True)},
+        }

@@ -48,7 +48,9 @@ class RegressionTask(SequenceTask):
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
         return []  # a score: no label names
 
-    def parse_labels(self, values: list[Any], names: list[str], source: str) -> list[Any]:
+    def parse_labels(
+        self, values: list[Any], names: list[str], source: str, data_cfg: DictConfig
+    ) -> list[Any]:
         return [_score(v, source, row) for row, v in enumerate(values, start=1)]
 
     def head_config(self, raw: RawData) -> dict[str, Any]:
@@ -62,5 +64,5 @@ class RegressionTask(SequenceTask):
 
         return regression_metrics(outputs, labels)
 
-    def prediction(self, output: Any) -> dict[str, Any]:
-        return {"score": float(output)}
+    def prediction(self, score: Any) -> dict[str, Any]:
+        return {"value": float(score)}

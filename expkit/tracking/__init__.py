@@ -122,6 +122,11 @@ class Tracker(Protocol):
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def log_model(self, model_dir: Path, info: dict, step: int) -> None:
+        """The saved model folder as the run's MLflow Model (`runs:/RUN_ID/model`); a failure
+        is a warning and a tag, never the run's end."""
+
     def flush(self) -> None: ...
     def try_flush(self) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
@@ -158,6 +163,9 @@ class NullTracker:
         pass
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_model(self, model_dir: Path, info: dict, step: int) -> None:
         pass
 
     def flush(self) -> None:

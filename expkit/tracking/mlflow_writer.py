@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -196,6 +197,24 @@ class MLflowTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_model(self, model_dir: Path, info: dict, step: int) -> None:
+        from expkit.tracking.models import log_model
+
+        started = time.monotonic()
+        try:
+            model_id = log_model(
+                self.client, self.run_id, self.experiment_id, Path(model_dir), info, step
+            )
+        except Exception as exc:  # the model is saved in the run dir: the run is not lost
+            reason = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            log.warning("the model was not logged to MLflow (%s); it is saved in %s", reason,
+                        model_dir)  # fmt: skip
+            with contextlib.suppress(Exception):
+                self.client.set_tag(self.run_id, "expkit.model_error", reason[:5000])
+            return
+        log.info("logged the model as MLflow Model %s (runs:/%s/model) in %.1f s", model_id,
+                 self.run_id, time.monotonic() - started)  # fmt: skip
 
     def _send(self, attempts: int) -> None:
         """Send the buffered metrics; a chunk is dropped from the buffer only once sent."""

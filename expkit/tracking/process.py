@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # calls the parent waits for; the others (metrics, params, tags, artifacts) are sent and the
 # parent goes on: an error in one of those is raised at the next call that waits
-_ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans"}
+_ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans", "log_model"}
 _NICE = 10  # while a run trains, the writer yields the CPU to the trainer
 SEND_SECONDS = 1.0  # metrics go to the child in one message about this often
 _JOIN_SECONDS = 120  # the child's last flush may retry a struggling store for a while
@@ -91,6 +91,9 @@ class TrackerProcess:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", text, artifact_file)
+
+    def log_model(self, model_dir: Path, info: dict, step: int) -> None:
+        self._call("log_model", model_dir, info, step)
 
     def flush(self) -> None:
         self._call("flush")

@@ -66,6 +66,9 @@ class TensorBoardSink:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.inner.log_text(text, artifact_file)
 
+    def log_model(self, model_dir: Path, info: dict, step: int) -> None:
+        self.inner.log_model(model_dir, info, step)
+
     def flush(self) -> None:
         self.writer.flush()
         self.inner.flush()

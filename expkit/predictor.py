@@ -1,0 +1,156 @@
+"""A trained model, loaded with what its run recorded, turning texts into prediction records.
+
+The model folder a run saves (`<run dir>/model`, the MLflow Model's data) holds the
+save_pretrained files and `expkit.json`: the task, its label names and what evaluation chose (a
+threshold), and the run's resolved config (text fields, max_length, how files are read). So
+`expkit predict`, `expkit evaluate` and the served MLflow Model rebuild exactly the tokenizer,
+encoding and label map the run used. The records are the task's (`Task.prediction`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from expkit.errors import ExpkitError
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "expkit.json"
+SPEC_FORMAT = 1
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ModelSourceError(ExpkitError):
+    """A model source (run id, URI, folder) that names no model expkit can load."""
+
+
+def model_spec(task: Any, config: dict[str, Any], run_id: str | None, example: list) -> dict:
+    """What `expkit.json` records about a trained model (written into its folder by the run)."""
+    data = config["data"]
+    return {
+        "format": SPEC_FORMAT,
+        "task": task.name,
+        "label_names": list(task.label_names),
+        "task_state": task.state(),
+        "input_fields": task.input_fields(OmegaConf.create(data)),
+        "input_example": example,
+        "run_id": run_id,
+        "config": config,
+    }
+
+
+def read_spec(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / SPEC_FILE
+    if not path.is_file():
+        raise ModelSourceError(
+            f"{model_dir} has no {SPEC_FILE}: not a model folder saved by an expkit run"
+        )
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    if spec.get("format") != SPEC_FORMAT:
+        raise ModelSourceError(
+            f"{path} has format {spec.get('format')!r}; this expkit reads format {SPEC_FORMAT}"
+        )
+    return spec
+
+
+class Predictor:
+    """The model of one folder, ready to predict: `records(texts)` -> one dict per input."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        data: DictConfig | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> None:
+        import transformers
+
+        from expkit.device import check_precision, resolve_device
+        from expkit.model import quiet_transformers
+        from expkit.tasks import task_class
+
+        self.model_dir = Path(model_dir)
+        self.spec = read_spec(self.model_dir)
+        config = OmegaConf.create(self.spec["config"])
+        # the run's data settings, with the caller's (a new file, other column names) on top
+        self.data = data if data is not None else config.data
+        self.task = task_class(self.spec["task"])(config.task)
+        self.task.label_names = list(self.spec["label_names"])
+        self.task.load_state(self.spec["task_state"] or {})
+        self.fields = self.task.input_fields(self.data)
+        self.device = resolve_device(device)
+        check_precision(precision, self.device)
+        self.precision = precision
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        with quiet_transformers():
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
+            model_class = getattr(transformers, self.task.model_class)
+            self.model = model_class.from_pretrained(self.model_dir)
+        self.model.to(self.device).eval()
+        self.collator = self.task.collator(self.tokenizer)
+
+    def _batches(self, encoded: dict[str, list]) -> Any:
+        """Index lists of at most batch_size, longest first: similar lengths pad little."""
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def run(self, texts: list[list[str]]) -> tuple[list[Any], list[Any]]:
+        """(scores, outputs) per example, in input order: what predictions are made from, and
+        what the task's metrics take."""
+        import contextlib
+
+        import torch
+        from tqdm.auto import tqdm
+
+        n = len(texts[0]) if texts else 0
+        if n == 0:
+            return [], []
+        encoded = self.task.encode_inputs(texts, self.tokenizer, self.task.encode_kwargs(self.data))
+        scores: list[Any] = [None] * n
+        outputs: list[Any] = [None] * n
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        autocast = (
+            (lambda: torch.autocast(device_type=self.device.type, dtype=dtype))
+            if dtype is not None
+            else contextlib.nullcontext
+        )
+        bar = tqdm(total=n, desc="predict", unit="ex", disable=not self.progress or None)
+        with torch.inference_mode():
+            for index in self._batches(encoded):
+                features = [{k: v[i] for k, v in encoded.items()} for i in index]
+                batch = {k: v.to(self.device) for k, v in self.collator(features).items()}
+                with autocast():
+                    logits = self.model(**batch).logits
+                batch_scores = self.task.scores(logits).float().cpu().numpy()
+                batch_outputs = self.task.outputs(logits).cpu().numpy()
+                for j, i in enumerate(index):
+                    scores[i], outputs[i] = batch_scores[j], batch_outputs[j]
+                bar.update(len(index))
+        bar.close()
+        return scores, outputs
+
+    def records(self, texts: list[list[str]], ids: list[Any] | None = None) -> list[dict]:
+        """One record per input: its id, its text fields, then the task's prediction fields."""
+        scores, _ = self.run(texts)
+        return self.to_records(texts, scores, ids)
+
+    def to_records(
+        self, texts: list[list[str]], scores: list[Any], ids: list[Any] | None = None
+    ) -> list[dict]:
+        out = []
+        for i, score in enumerate(scores):
+            record: dict[str, Any] = {"id": ids[i] if ids is not None else i}
+            record.update({name: texts[c][i] for c, name in enumerate(self.fields)})
+            record.update(self.task.prediction(score))
+            out.append(record)
+        return out
