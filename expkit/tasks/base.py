@@ -109,6 +109,11 @@ class Task:
         """Artifacts of the last evaluations (file name -> text), logged when the run ends."""
         return {}
 
+    def figures(self) -> dict[str, bytes]:
+        """Pictures of an evaluation (file name -> PNG bytes), logged when the run ends: of the
+        test split when it was evaluated, else of the last dev evaluation."""
+        return {}
+
     def prediction(self, output: Any) -> dict[str, Any]:
         """One example's output as the fields of its prediction record."""
         raise NotImplementedError
@@ -116,6 +121,11 @@ class Task:
     def write_predictions(self, raw: RawData, split: str, outputs: list[Any], path: Path) -> None:
         """One JSON line per example of `split`: its input fields and its prediction."""
         raise NotImplementedError
+
+
+def shown_split(evaluated: dict[str, Any]) -> str | None:
+    """The split a task's figures show: test when it was evaluated, else dev, else none."""
+    return next((s for s in ("test", "dev") if s in evaluated), None)
 
 
 def given_label_names(data_cfg: DictConfig) -> list[str] | None:

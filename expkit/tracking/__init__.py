@@ -122,6 +122,11 @@ class Tracker(Protocol):
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+        """The splits the run reads, as MLflow dataset inputs: plain dicts (expkit.data's
+        `dataset_records`: name, source, source_type, digest, rows, context)."""
+
     def flush(self) -> None: ...
     def try_flush(self) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
@@ -158,6 +163,9 @@ class NullTracker:
         pass
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
         pass
 
     def flush(self) -> None:

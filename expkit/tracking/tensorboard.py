@@ -66,6 +66,9 @@ class TensorBoardSink:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.inner.log_text(text, artifact_file)
 
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+        self.inner.log_datasets(datasets)
+
     def flush(self) -> None:
         self.writer.flush()
         self.inner.flush()
