@@ -44,7 +44,8 @@ def test_the_same_examples_give_the_same_digest_and_a_changed_label_or_text_anot
     assert split_digest(_raw(), "train") == digest  # computed again, from equal data
     assert len(digest) == 16 and int(digest, 16) >= 0
     assert split_digest(_raw(labels=[1, 0, 0]), "train") != digest
-    assert split_digest(_raw(texts=["a fine film", "dull", "bright and lovely!"]), "train") != digest
+    edited = _raw(texts=["a fine film", "dull", "bright and lovely!"])
+    assert split_digest(edited, "train") != digest
     # a row fewer (max_train_samples) is other data
     fewer = _raw()
     fewer.texts["train"] = [col[:2] for col in fewer.texts["train"]]
@@ -145,6 +146,34 @@ def test_without_a_spill_path_a_refused_input_is_raised(
     monkeypatch.setattr(tracker.client.unwrapped, "log_inputs", down)
     with pytest.raises(ConnectionError):
         tracker.log_datasets(dataset_records(_raw(), _data_cfg()))
+
+
+def test_the_tensorboard_sink_and_the_tracker_process_pass_the_records_on(tmp_path: Path) -> None:
+    from expkit.tracking import NullTracker, TensorBoardSink
+    from expkit.tracking.process import TrackerProcess
+
+    records = dataset_records(_raw(), _data_cfg())
+
+    class Inner(NullTracker):
+        def __init__(self) -> None:
+            self.got: list[Any] = []
+
+        def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+            self.got.append(datasets)
+
+    inner = Inner()
+    sink = TensorBoardSink(inner, tmp_path / "tensorboard")
+    sink.log_datasets(records)
+    sink.end()
+    assert inner.got == [records]
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    child = TrackerProcess(uri, "datasets")
+    child.start("r", {})
+    child.log_datasets(records)  # sent without waiting; the end waits for it
+    child.end()
+    run = MlflowClient(uri).get_run(child.run_id)
+    assert _inputs(run) == {r["name"]: (r["context"], r["digest"], r["rows"]) for r in records}
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -313,7 +342,8 @@ def test_classification_runs_record_their_splits_and_confusion_matrix(tmp_path: 
                     cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = _run(client, tmp_path / "runs" / "a")
-    assert resumed.info.run_id == run_a.info.run_id and "expkit.resumed_at_step" in resumed.data.tags
+    assert resumed.info.run_id == run_a.info.run_id
+    assert "expkit.resumed_at_step" in resumed.data.tags
     assert len(resumed.inputs.dataset_inputs) == 3
     assert _inputs(resumed) == got_a
 
