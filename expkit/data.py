@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,48 @@ def load_raw(cfg: DictConfig, task: Any) -> RawData:
             raw.texts[split] = [col[:limit] for col in raw.texts[split]]
             raw.labels[split] = raw.labels[split][:limit]
     return raw
+
+
+def split_digest(raw: RawData, split: str) -> str:
+    """A content hash of one split as read: its text columns and its labels (as the task reads
+    them), so the same examples give the same digest whatever file they came from."""
+    h = hashlib.sha256()
+    for col in raw.texts[split]:
+        h.update(b"\x1e")
+        h.update("\x1f".join(col).encode("utf-8", "surrogatepass"))
+    h.update(b"\x1d")
+    h.update(json.dumps(raw.labels[split]).encode())
+    return h.hexdigest()[:16]
+
+
+_HUB_SPLIT = re.compile(r"^(?P<id>.*)\[(?P<split>[^\]]+)\]$")  # _read_hub's "id[split]"
+
+
+def dataset_records(raw: RawData, data_cfg: DictConfig) -> list[dict[str, Any]]:
+    """Each split read as a plain record for the tracker's `log_datasets`: name (data.name and
+    the split), source, source type, digest, row count and context (the split)."""
+    records = []
+    for split in raw.splits:
+        where = raw.sources[split]
+        hub = data_cfg.path is None and _HUB_SPLIT.match(where)
+        if hub:
+            source_type = "hugging_face"
+            source: dict[str, Any] = {
+                "path": str(data_cfg.hub_id),
+                "config_name": data_cfg.hub_config,
+                "split": hub["split"],
+            }
+        else:
+            source_type, source = "local", {"uri": where}
+        records.append({
+            "name": f"{data_cfg.name}-{split}",
+            "source_type": source_type,
+            "source": source,
+            "digest": split_digest(raw, split),
+            "rows": raw.size(split),
+            "context": split,
+        })  # fmt: skip
+    return records
 
 
 # where a tokenizer was loaded from, not what it does: a copy elsewhere gives the same tokens

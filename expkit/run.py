@@ -151,6 +151,24 @@ def _log_run_log(tracker: Any, run_dir: Path) -> None:
             tracker.log_artifact(log_file)
 
 
+def _log_figures(task: Any, tracker: Any, run_dir: Path) -> None:
+    """The task's pictures of its last evaluation: `run_dir/figures/`, logged under `figures/`.
+    A picture that cannot be drawn or written is a warning: the run's results stand."""
+    try:
+        figures = task.figures()
+        if not figures:
+            return
+        folder = run_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in figures.items():
+            (folder / name).write_bytes(data)
+    except Exception as exc:
+        log.warning("figures not drawn (%s: %s); the run goes on", type(exc).__name__, exc)
+        return
+    for name in figures:  # these only: the folder may hold an earlier attempt's
+        tracker.log_artifact(folder / name, "figures")
+
+
 def _summary_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
@@ -195,7 +213,7 @@ def run(
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
     from expkit.config.validate import check_model_fits, check_schedule, validate
-    from expkit.data import load_raw
+    from expkit.data import dataset_records, load_raw
     from expkit.distributed import check_device, world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
     from expkit.tasks import build_task
@@ -293,8 +311,9 @@ def run(
                 handle.run_id = tracker.run_id
             write_run_pointer(run_dir, tracker.run_id, cfg.tracking.uri)
             tracker.close_orphans(str(run_dir))
-            if resume is None:
+            if resume is None:  # a resumed run has its params and dataset inputs
                 tracker.log_params(flatten(resolved))
+                tracker.log_datasets(dataset_records(raw, cfg.data))
             if here.is_main:
                 tracker.log_artifact(run_dir / "config.yaml")
                 tracker.log_artifact(run_dir / "overrides.yaml")
@@ -426,6 +445,7 @@ def _train(
         kept.insert(0, str(run_dir / "metrics.json"))
     for name, text in task.report().items():  # per-label scores, chosen thresholds
         tracker.log_text(text, name)
+    _log_figures(task, tracker, run_dir)
     if t.save_model:
         model_dir = run_dir / "model"
         spec = _model_spec(cfg, task, raw, tracker.run_id)

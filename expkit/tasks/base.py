@@ -108,6 +108,11 @@ class Task:
         """Artifacts of the last evaluations (file name -> text), logged when the run ends."""
         return {}
 
+    def figures(self) -> dict[str, bytes]:
+        """Pictures of an evaluation (file name -> PNG bytes), logged when the run ends: of the
+        test split when it was evaluated, else of the last dev evaluation."""
+        return {}
+
     # -- using the trained model: expkit predict / evaluate and the served MLflow Model -------
     def scores(self, logits: Any) -> Any:
         """What a prediction is made from, one row per example (class probabilities, a value)."""
@@ -139,6 +144,11 @@ class Task:
     def input_fields(self, data_cfg: DictConfig) -> list[str]:
         """The names of the model's inputs, as a request or a file gives them."""
         return [str(f) for f in data_cfg.text_fields]
+
+
+def shown_split(evaluated: dict[str, Any]) -> str | None:
+    """The split a task's figures show: test when it was evaluated, else dev, else none."""
+    return next((s for s in ("test", "dev") if s in evaluated), None)
 
 
 def given_label_names(data_cfg: DictConfig) -> list[str] | None:

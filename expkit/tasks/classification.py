@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import ConfigError, DataError
-from expkit.tasks.base import SequenceTask, given_label_names
+from expkit.tasks.base import SequenceTask, given_label_names, shown_split
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,10 @@ class ClassificationTask(SequenceTask):
     losses: ClassVar[tuple[str, ...]] = ("model", "cross_entropy")
     summary: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
 
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.evaluated: dict[str, tuple[Any, Any]] = {}  # split -> (predicted ids, gold ids)
+
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
         _one_label_each(train_values, source)
         names = _label_set(train_values, given_label_names(data_cfg), source)
@@ -164,9 +168,24 @@ class ClassificationTask(SequenceTask):
         return logits.argmax(-1)  # class ids, not logits, are kept across an evaluation
 
     def metrics(self, outputs: list[Any], labels: list[Any], split: str) -> dict[str, float]:
+        import numpy as np
+
         from expkit.metrics import classification_metrics
 
-        return classification_metrics(outputs, labels, len(self.label_names))
+        out = classification_metrics(outputs, labels, len(self.label_names))
+        self.evaluated[split] = (np.asarray(outputs).reshape(-1), np.asarray(labels).reshape(-1))
+        return out
+
+    def figures(self) -> dict[str, bytes]:
+        from expkit.plots import confusion_matrix_display, png
+
+        split = shown_split(self.evaluated)
+        if split is None:
+            return {}
+        predicted, gold = self.evaluated[split]
+        title = f"confusion matrix ({split}, {gold.size} examples)"
+        display = confusion_matrix_display(gold, predicted, self.label_names, title)
+        return {f"confusion_matrix_{split}.png": png(display.figure_)}
 
     def scores(self, logits: Any) -> Any:
         return logits.float().softmax(-1)  # a probability per class

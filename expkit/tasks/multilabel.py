@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import ConfigError, DataError
-from expkit.tasks.base import SequenceTask, given_label_names
+from expkit.tasks.base import SequenceTask, given_label_names, shown_split
 
 
 def _items(value: Any, separator: str, source: str, row: int) -> list[Any]:
@@ -183,6 +183,15 @@ class MultiLabelTask(SequenceTask):
                 chosen = dict(zip(self.label_names, chosen, strict=True))
             out["thresholds.json"] = json.dumps({"chosen_on": "dev", "threshold": chosen}, indent=2)
         return out
+
+    def figures(self) -> dict[str, bytes]:
+        from expkit.plots import bars, png
+
+        split = shown_split(self.per_label_f1)
+        if split is None:
+            return {}
+        figure = bars(self.label_names, self.per_label_f1[split], f"F1 per label ({split})")
+        return {f"per_label_f1_{split}.png": png(figure)}
 
     def chosen_threshold(self) -> Any:
         """The threshold in use: the number given, the one chosen on dev, else 0.5."""

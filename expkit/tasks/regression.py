@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import DataError
-from expkit.tasks.base import SequenceTask
+from expkit.tasks.base import SequenceTask, shown_split
 
 
 def _score(value: Any, source: str, row: int) -> float:
@@ -45,6 +45,10 @@ class RegressionTask(SequenceTask):
     losses: ClassVar[tuple[str, ...]] = ("model", "mse", "huber")
     summary: ClassVar[tuple[str, ...]] = ("pearson", "spearman", "rmse")
 
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.evaluated: dict[str, tuple[Any, Any]] = {}  # split -> (predicted, gold scores)
+
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
         return []  # a score: no label names
 
@@ -60,9 +64,26 @@ class RegressionTask(SequenceTask):
         return logits.float().squeeze(-1)
 
     def metrics(self, outputs: list[Any], labels: list[Any], split: str) -> dict[str, float]:
+        import numpy as np
+
         from expkit.metrics import regression_metrics
 
-        return regression_metrics(outputs, labels)
+        out = regression_metrics(outputs, labels)
+        self.evaluated[split] = (
+            np.asarray(outputs, dtype=float).reshape(-1),
+            np.asarray(labels, dtype=float).reshape(-1),
+        )
+        return out
+
+    def figures(self) -> dict[str, bytes]:
+        from expkit.plots import png, scatter
+
+        split = shown_split(self.evaluated)
+        if split is None:
+            return {}
+        predicted, gold = self.evaluated[split]
+        figure = scatter(predicted, gold, f"predicted vs gold ({split}, {gold.size} examples)")
+        return {f"predicted_vs_gold_{split}.png": png(figure)}
 
     def prediction(self, score: Any) -> dict[str, Any]:
         return {"value": float(score)}

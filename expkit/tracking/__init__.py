@@ -127,6 +127,10 @@ class Tracker(Protocol):
         """The saved model folder as the run's MLflow Model (`runs:/RUN_ID/model`); a failure
         is a warning and a tag, never the run's end."""
 
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+        """The splits the run reads, as MLflow dataset inputs: plain dicts (expkit.data's
+        `dataset_records`: name, source, source_type, digest, rows, context)."""
+
     def flush(self) -> None: ...
     def try_flush(self) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
@@ -166,6 +170,9 @@ class NullTracker:
         pass
 
     def log_model(self, model_dir: Path, info: dict, step: int) -> None:
+        pass
+
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
         pass
 
     def flush(self) -> None:

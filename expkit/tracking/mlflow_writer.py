@@ -51,6 +51,7 @@ class MLflowTracker:
         self._buffer: list[Any] = []
         self._pending_tags: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
+        self._pending_datasets: list[dict[str, Any]] = []
         self._store_error: str | None = None
         self._failures = 0
         self._last_flush = time.monotonic()
@@ -216,6 +217,18 @@ class MLflowTracker:
         log.info("logged the model as MLflow Model %s (runs:/%s/model) in %.1f s", model_id,
                  self.run_id, time.monotonic() - started)  # fmt: skip
 
+    def log_datasets(self, datasets: list[dict[str, Any]]) -> None:
+        """The splits as dataset inputs of the run (the UI's Dataset column), one call."""
+        if not datasets:
+            return
+        try:
+            self.client.log_inputs(self.run_id, datasets=dataset_inputs(datasets))
+        except Exception as exc:
+            if self.spill_path is None:
+                raise
+            self._trouble(exc)
+            self._pending_datasets.extend(datasets)
+
     def _send(self, attempts: int) -> None:
         """Send the buffered metrics; a chunk is dropped from the buffer only once sent."""
         raw = self.client.unwrapped
@@ -249,7 +262,13 @@ class MLflowTracker:
         except Exception as exc:
             terminated = False
             error = error or exc
-        unsent = self._buffer or self._pending_tags or self._pending_artifacts or not terminated
+        unsent = (
+            self._buffer
+            or self._pending_tags
+            or self._pending_artifacts
+            or self._pending_datasets
+            or not terminated
+        )
         if not unsent:
             return
         if self.spill_path is None:
@@ -269,18 +288,49 @@ class MLflowTracker:
             "metrics": [[m.key, m.value, m.timestamp, m.step] for m in self._buffer],
             "tags": self._pending_tags,
             "artifacts": [list(a) for a in self._pending_artifacts],
+            "datasets": self._pending_datasets,
         }
         assert self.spill_path is not None
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
         self.spill_path.write_text(json.dumps(record), encoding="utf-8")
         log.warning(
-            "the tracking store %s did not take %d metric values, %d tags, %d artifacts%s; "
-            "saved in %s. Once the store is back: expkit replay %s",
+            "the tracking store %s did not take %d metric values, %d tags, %d artifacts, %d "
+            "dataset inputs%s; saved in %s. Once the store is back: expkit replay %s",
             redact_text(self.uri), len(self._buffer), len(self._pending_tags),
-            len(self._pending_artifacts),
+            len(self._pending_artifacts), len(self._pending_datasets),
             "" if status is None else f" and the final status {status}",
             self.spill_path, self.spill_path,
         )  # fmt: skip
+
+
+def dataset_inputs(datasets: list[dict[str, Any]]) -> list[Any]:
+    """MLflow DatasetInputs from expkit's plain records (expkit.data.dataset_records): the source
+    parsed by MLflow's source registry, the row count as the profile, the split as the
+    `mlflow.data.context` input tag."""
+    import json
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    out = []
+    for record in datasets:
+        source = get_dataset_source_from_json(
+            json.dumps(record["source"]), str(record["source_type"])
+        )
+        meta = MetaDataset(source, name=str(record["name"]), digest=str(record["digest"]))
+        fields = meta.to_dict()
+        entity = Dataset(
+            name=fields["name"],
+            digest=fields["digest"],
+            source_type=fields["source_type"],
+            source=fields["source"],
+            profile=json.dumps({"num_rows": int(record["rows"])}),
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, str(record["context"]))]
+        out.append(DatasetInput(entity, tags))
+    return out
 
 
 RUN_POINTER = "mlflow_run.json"  # in every run dir: its MLflow run

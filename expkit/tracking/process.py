@@ -32,8 +32,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# calls the parent waits for; the others (metrics, params, tags, artifacts) are sent and the
-# parent goes on: an error in one of those is raised at the next call that waits
+# calls the parent waits for; the others (metrics, params, tags, artifacts, datasets) are sent
+# and the parent goes on: an error in one of those is raised at the next call that waits
 _ANSWERED = {"start", "resume", "flush", "try_flush", "end", "close_orphans", "log_model"}
 _NICE = 10  # while a run trains, the writer yields the CPU to the trainer
 SEND_SECONDS = 1.0  # metrics go to the child in one message about this often
@@ -94,6 +94,9 @@ class TrackerProcess:
 
     def log_model(self, model_dir: Path, info: dict, step: int) -> None:
         self._call("log_model", model_dir, info, step)
+
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+        self._send("log_datasets", datasets)
 
     def flush(self) -> None:
         self._call("flush")

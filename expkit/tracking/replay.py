@@ -1,8 +1,8 @@
 """`expkit replay FILE`: send what the tracking store did not take during a run.
 
 The file is `<run dir>/mlflow_unsent.json`, written when the store failed and stayed down until
-the run ended: metric values, tags, artifacts and the final status. Replaying writes them into
-the same run (same run id), then renames the file to `*.replayed.json`.
+the run ended: metric values, tags, artifacts, dataset inputs and the final status. Replaying
+writes them into the same run (same run id), then renames the file to `*.replayed.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError
-from expkit.tracking.mlflow_writer import UNSENT_FILE
+from expkit.tracking.mlflow_writer import UNSENT_FILE, dataset_inputs
 
 VALID = (
     "give a run dir's mlflow_unsent.json, the file a run writes there when the tracking store "
@@ -49,6 +49,8 @@ def read_record(path: Path) -> dict[str, Any]:
     for key, row, size in rows:
         if not isinstance(row, list) or len(row) != size:
             raise ExpkitError(f"{path}: an entry of {key!r} is {row!r}, not {size} values; {VALID}")
+    if not isinstance(record.get("datasets", []), list):  # files of older runs have none
+        raise ExpkitError(f"{path}: 'datasets' is not a list; {VALID}")
     for local, _ in record["artifacts"]:  # one missing half-way would leave the run half-written
         if not Path(local).exists():
             raise ExpkitError(f"{path} names an artifact {local} that no longer exists")
@@ -68,6 +70,11 @@ def replay(path: Path, uri: str | None = None) -> str:
         metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in record["metrics"]]
     except (TypeError, ValueError) as exc:
         raise ExpkitError(f"{path}: a metric is not [name, value, time, step] ({exc})") from None
+    datasets = record.get("datasets", [])
+    try:
+        inputs = dataset_inputs(datasets)
+    except (KeyError, TypeError, ValueError, MlflowException) as exc:
+        raise ExpkitError(f"{path}: a dataset input is not one expkit wrote ({exc})") from None
     origin = "--uri" if uri else f"the tracking_uri of {path}"
     client = open_store(uri or record["tracking_uri"], origin)
     run_id = record["run_id"]
@@ -85,12 +92,15 @@ def replay(path: Path, uri: str | None = None) -> str:
             client.log_artifacts(run_id, local, artifact_path)
         else:
             client.log_artifact(run_id, local, artifact_path)
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
     if record.get("status"):
         client.set_terminated(run_id, record["status"])
     path.rename(path.with_name(path.stem + ".replayed.json"))
     return (
         f"replayed into run {run_id}: {len(metrics)} metric values, {len(tags)} tags, "
         f"{len(record['artifacts'])} artifacts"
+        + (f", {len(inputs)} dataset inputs" if inputs else "")
         + (f", status {record['status']}" if record.get("status") else "")
     )
 

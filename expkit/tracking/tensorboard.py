@@ -69,6 +69,9 @@ class TensorBoardSink:
     def log_model(self, model_dir: Path, info: dict, step: int) -> None:
         self.inner.log_model(model_dir, info, step)
 
+    def log_datasets(self, datasets: list[dict[str, object]]) -> None:
+        self.inner.log_datasets(datasets)
+
     def flush(self) -> None:
         self.writer.flush()
         self.inner.flush()
