@@ -82,19 +82,30 @@ def test_metrics_are_logged_at_the_contract_steps(tiny_run):
 
 
 def test_artifacts_hold_config_overrides_metrics_and_a_loadable_model(tiny_run, tmp_path):
+    import mlflow.artifacts
+
     workdir, _ = tiny_run
     (run,) = _runs(workdir)
     client = _client(workdir)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "overrides.yaml", "metrics.json", "model", "expkit.log"} <= top
+    assert {"config.yaml", "overrides.yaml", "metrics.json", "expkit.log"} <= top
     local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path)))
     metrics = json.loads((local / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
     assert "model=tiny" in (local / "overrides.yaml").read_text()
+    # the model is the run's MLflow Model (runs:/RUN_ID/model); its save_pretrained files are
+    # the pyfunc model's data
+    served = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / "m"),
+            tracking_uri=f"sqlite:///{workdir}/runs/mlflow.db",
+        )
+    )  # fmt: skip
+    assert (served / "MLmodel").is_file()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(local / "model")
-    AutoTokenizer.from_pretrained(local / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(served / "data" / "model")
+    AutoTokenizer.from_pretrained(served / "data" / "model")
     assert set(model.config.id2label.values()) == {"food", "sports", "technology", "travel"}
     assert not (workdir / "mlruns").exists()  # artifacts live beside the store, not in the cwd
 

@@ -101,11 +101,12 @@ def test_runs_differ_only_in_the_backend_and_timings(parity_runs):
         r.info.run_id: {x.path for x in client.list_artifacts(r.info.run_id)} for r in (manual, hf)
     }
     assert top[manual.info.run_id] == top[hf.info.run_id]
-    assert {"config.yaml", "overrides.yaml", "metrics.json", "model", "expkit.log"} <= top[
-        hf.info.run_id
-    ]
-    model_files = {x.path for x in client.list_artifacts(hf.info.run_id, "model")}
-    assert "model/model.safetensors" in model_files and "model/config.json" in model_files
+    assert {"config.yaml", "overrides.yaml", "metrics.json", "expkit.log"} <= top[hf.info.run_id]
+    (output,) = client.get_run(hf.info.run_id).outputs.model_outputs  # runs:/RUN_ID/model
+    model_files = {
+        x.path for x in client.list_logged_model_artifacts(output.model_id, "data/model")
+    }
+    assert {"data/model/model.safetensors", "data/model/config.json"} <= model_files
 
 
 @pytest.mark.slow

@@ -23,12 +23,21 @@ from omegaconf import OmegaConf
 from expkit.errors import ExpkitError
 from expkit.serving import inputs_from
 from tests.conftest import SHARED_DATA, run_cli
-from tests.test_errors import _assert_one_line_error
 
 SST2 = [
     "model=tiny", "data=sst2", f"data.path={SHARED_DATA / 'sst2'}", "data.max_train_samples=64",
     "data.max_eval_samples=24", "trainer.max_steps=4", "trainer.progress=false",
 ]  # fmt: skip
+
+
+def _assert_one_line_error(proc, *needles: str) -> None:
+    """Exit 2 and one line `expkit predict|evaluate: error: ...` naming the problem."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[0].startswith(("expkit predict: error: ", "expkit evaluate: error: "))
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 def _client(workdir: Path):

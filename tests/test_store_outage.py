@@ -86,7 +86,7 @@ def test_the_server_dies_mid_run_and_the_unsent_part_is_replayed(tmp_path):
     unsent = work / "runs" / "outage" / "mlflow_unsent.json"
     record = json.loads(unsent.read_text())
     assert record["run_id"] == run_id and record["status"] == "FINISHED"
-    assert record["metrics"] and record["artifacts"]
+    assert record["metrics"] and record["artifacts"] and len(record["models"]) == 1
     assert (work / "runs" / "outage" / "model" / "model.safetensors").exists()
 
     server = _server(root, port)  # the store is back
@@ -98,6 +98,8 @@ def test_the_server_dies_mid_run_and_the_unsent_part_is_replayed(tmp_path):
         steps = [m.step for m in client.get_metric_history(run_id, "loss")]
         assert steps == list(range(1, 601))  # every step once: nothing lost, nothing twice
         assert {"eval_accuracy", "test_accuracy", "train_runtime"} <= set(back.data.metrics)
-        assert "model" in {a.path for a in client.list_artifacts(run_id)}
+        (output,) = client.get_run(run_id).outputs.model_outputs  # the model, logged on replay
+        files = {a.path for a in client.list_logged_model_artifacts(output.model_id)}
+        assert "MLmodel" in files
     finally:
         _stop(server)

@@ -52,6 +52,7 @@ class MLflowTracker:
         self._pending_tags: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
         self._pending_datasets: list[dict[str, Any]] = []
+        self._pending_models: list[list[Any]] = []  # [model dir, info, step]
         self._store_error: str | None = None
         self._failures = 0
         self._last_flush = time.monotonic()
@@ -208,6 +209,10 @@ class MLflowTracker:
                 self.client, self.run_id, self.experiment_id, Path(model_dir), info, step
             )
         except Exception as exc:  # the model is saved in the run dir: the run is not lost
+            if self.spill_path is not None:  # for `expkit replay`, with the rest
+                self._trouble(exc)
+                self._pending_models.append([str(Path(model_dir).resolve()), info, step])
+                return
             reason = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0])
             log.warning("the model was not logged to MLflow (%s); it is saved in %s", reason,
                         model_dir)  # fmt: skip
@@ -267,6 +272,7 @@ class MLflowTracker:
             or self._pending_tags
             or self._pending_artifacts
             or self._pending_datasets
+            or self._pending_models
             or not terminated
         )
         if not unsent:
@@ -289,15 +295,16 @@ class MLflowTracker:
             "tags": self._pending_tags,
             "artifacts": [list(a) for a in self._pending_artifacts],
             "datasets": self._pending_datasets,
+            "models": self._pending_models,
         }
         assert self.spill_path is not None
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)
         self.spill_path.write_text(json.dumps(record), encoding="utf-8")
         log.warning(
             "the tracking store %s did not take %d metric values, %d tags, %d artifacts, %d "
-            "dataset inputs%s; saved in %s. Once the store is back: expkit replay %s",
+            "dataset inputs, %d models%s; saved in %s. Once the store is back: expkit replay %s",
             redact_text(self.uri), len(self._buffer), len(self._pending_tags),
-            len(self._pending_artifacts), len(self._pending_datasets),
+            len(self._pending_artifacts), len(self._pending_datasets), len(self._pending_models),
             "" if status is None else f" and the final status {status}",
             self.spill_path, self.spill_path,
         )  # fmt: skip

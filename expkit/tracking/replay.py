@@ -49,8 +49,14 @@ def read_record(path: Path) -> dict[str, Any]:
     for key, row, size in rows:
         if not isinstance(row, list) or len(row) != size:
             raise ExpkitError(f"{path}: an entry of {key!r} is {row!r}, not {size} values; {VALID}")
-    if not isinstance(record.get("datasets", []), list):  # files of older runs have none
-        raise ExpkitError(f"{path}: 'datasets' is not a list; {VALID}")
+    for key in ("datasets", "models"):  # files of older runs have none
+        if not isinstance(record.get(key, []), list):
+            raise ExpkitError(f"{path}: {key!r} is not a list; {VALID}")
+    for entry in record.get("models", []):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], dict)):
+            raise ExpkitError(f"{path}: an entry of 'models' is {entry!r}, not 3 values; {VALID}")
+        if not Path(entry[0]).is_dir():
+            raise ExpkitError(f"{path} names a model folder {entry[0]} that no longer exists")
     for local, _ in record["artifacts"]:  # one missing half-way would leave the run half-written
         if not Path(local).exists():
             raise ExpkitError(f"{path} names an artifact {local} that no longer exists")
@@ -63,6 +69,7 @@ def replay(path: Path, uri: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     from expkit.tracking import open_store
+    from expkit.tracking.models import log_model
     from expkit.tracking.names import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 
     record = read_record(path)
@@ -94,6 +101,10 @@ def replay(path: Path, uri: str | None = None) -> str:
             client.log_artifact(run_id, local, artifact_path)
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
+    models = record.get("models", [])
+    experiment_id = client.get_run(run_id).info.experiment_id
+    for local, info, step in models:
+        log_model(client, run_id, experiment_id, Path(local), info, step)
     if record.get("status"):
         client.set_terminated(run_id, record["status"])
     path.rename(path.with_name(path.stem + ".replayed.json"))
@@ -101,6 +112,7 @@ def replay(path: Path, uri: str | None = None) -> str:
         f"replayed into run {run_id}: {len(metrics)} metric values, {len(tags)} tags, "
         f"{len(record['artifacts'])} artifacts"
         + (f", {len(inputs)} dataset inputs" if inputs else "")
+        + (f", {len(models)} models" if models else "")
         + (f", status {record['status']}" if record.get("status") else "")
     )
 
