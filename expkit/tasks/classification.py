@@ -133,6 +133,7 @@ class ClassificationTask(SequenceTask):
     objective = "eval_accuracy"
     losses: ClassVar[tuple[str, ...]] = ("model", "cross_entropy")
     summary: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1")
 
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
         _one_label_each(train_values, source)

@@ -44,6 +44,7 @@ class RegressionTask(SequenceTask):
     objective = "eval_pearson"
     losses: ClassVar[tuple[str, ...]] = ("model", "mse", "huber")
     summary: ClassVar[tuple[str, ...]] = ("pearson", "spearman", "rmse")
+    metric_names: ClassVar[tuple[str, ...]] = ("pearson", "spearman", "mse", "rmse")
 
     def label_space(self, train_values: list[Any], data_cfg: DictConfig, source: str) -> list[str]:
         return []  # a score: no label names
