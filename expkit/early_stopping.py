@@ -61,6 +61,8 @@ class EarlyStopping:
         self.best: float | None = None
         self.best_step: int | None = None
         self.best_metrics: dict[str, float] = {}  # the best evaluation's eval_* metrics
+        # what the task chose at the best evaluation (a threshold), used with its weights
+        self.best_task_state: dict[str, Any] = {}
         self.bad_evaluations = 0  # evaluations in a row without improvement
         self.stopped_at: int | None = None
         self.weights: dict[str, Any] | None = None  # the best step's state_dict, on the CPU
@@ -89,10 +91,17 @@ class EarlyStopping:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def update(self, step: int, metrics: dict[str, float], model: Any = None) -> bool:
+    def update(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        model: Any = None,
+        task_state: dict[str, Any] | None = None,
+    ) -> bool:
         """Take the evaluation at `step` (its eval_* metrics); True when training should stop.
 
-        An improvement keeps `model`'s weights (with keep_best) and resets the counter.
+        An improvement keeps `model`'s weights (with keep_best) and the task's state after that
+        evaluation, and resets the counter.
         """
         if self.metric not in metrics:
             raise KeyError(
@@ -103,6 +112,7 @@ class EarlyStopping:
         if self.improves(value):
             self.best, self.best_step = value, step
             self.best_metrics = dict(metrics)
+            self.best_task_state = dict(task_state or {})
             self.bad_evaluations = 0
             if self.keep_best and model is not None:
                 self.weights = copy_weights(model)
@@ -134,6 +144,7 @@ class EarlyStopping:
             "best": self.best,
             "best_step": self.best_step,
             "best_metrics": self.best_metrics,
+            "best_task_state": self.best_task_state,
             "bad_evaluations": self.bad_evaluations,
             "stopped_at": self.stopped_at,
         }
@@ -145,6 +156,7 @@ class EarlyStopping:
         self.best = state["best"]
         self.best_step = state["best_step"]
         self.best_metrics = {k: float(v) for k, v in (state.get("best_metrics") or {}).items()}
+        self.best_task_state = dict(state.get("best_task_state") or {})
         self.bad_evaluations = int(state["bad_evaluations"])
         self.stopped_at = state["stopped_at"]
         self.weights = weights

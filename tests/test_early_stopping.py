@@ -85,6 +85,18 @@ def test_state_roundtrip_through_json_continues_exactly():
     assert second.state() == whole.state()
 
 
+def test_the_task_state_of_the_best_evaluation_is_kept_and_travels():
+    early = EarlyStopping("eval_f1_micro", "maximize", patience=3)
+    early.update(2, {"eval_f1_micro": 0.4}, task_state={"threshold": 0.3})
+    early.update(4, {"eval_f1_micro": 0.3}, task_state={"threshold": 0.6})
+    assert early.best_task_state == {"threshold": 0.3}
+    again = EarlyStopping("eval_f1_micro", "maximize", patience=3)
+    again.load_state(json.loads(json.dumps(early.state())))
+    assert (again.best_task_state, again.best_step, again.bad_evaluations) == (
+        {"threshold": 0.3}, 2, 1,
+    )  # fmt: skip
+
+
 def test_state_of_another_metric_is_not_taken():
     early = EarlyStopping("eval_f1", "maximize", patience=2)
     early.load_state({"metric": "eval_accuracy", "best": 0.9, "best_step": 4,

@@ -130,7 +130,7 @@ def nan_policy(job: TrainJob, step: int, loss: float, lr: float, progress: Progr
 def after_evaluation(job: TrainJob, step: int, metrics: dict[str, float]) -> bool:
     """The dev evaluation at `step` seen by early stopping; True: training stops after it."""
     early = job.early_stopping
-    if early is None or not early.update(step, metrics, job.model):
+    if early is None or not early.update(step, metrics, job.model, job.task.state()):
         return False
     log.info("%s", early.message())
     job.tracker.set_tags({"expkit.stopped_early_at": str(step)})
@@ -157,6 +157,7 @@ def end_training(job: TrainJob, final: dict[str, float]) -> None:
             "restored the weights of step %d (%s=%.6g, the best evaluation)",
             early.best_step, early.metric, early.best,
         )  # fmt: skip
+        job.task.load_state(early.best_task_state)  # the threshold chosen with those weights
         final.update(early.best_metrics)
         if early.best_step != step:
             # MLflow's latest value is the one of the greatest (step, timestamp, value): logged

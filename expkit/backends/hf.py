@@ -285,7 +285,7 @@ def _callback_class() -> type:
         `learning_rate`, `grad_norm` at each logging step (and the last step), `eval_*` and
         `test_*` after each evaluation; `train_runtime` and `train_samples_per_second` time the
         training loop alone (evaluations left out). Also: the NaN policy before each update,
-        and when a checkpoint is due.
+        early stopping after each dev evaluation, and when a checkpoint is due.
         """
 
         def __init__(self, job: TrainJob, progress: Progress) -> None:
