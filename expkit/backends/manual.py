@@ -150,10 +150,8 @@ def train(job: TrainJob) -> dict[str, float]:
                disable=not t.progress or not here.is_main or None)  # fmt: skip
     stop = job.stop or GracefulStop()
     start = time.perf_counter() - p.train_seconds
-    # resumed after early stopping had stopped the run: no step more
-    end = job.last_step if job.trained else job.total_steps
-    with stop:
-        for step in range(first, end + 1):
+    with stop:  # resumed after early stopping had stopped the run (last_step): no step more
+        for step in range(first, job.last_step + 1):
             _epoch, window = next(windows)
             if restore_after_first_window:
                 checkpoint.restore_rng(job.resume.path, here.rank, here.size)
