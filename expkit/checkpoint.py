@@ -36,6 +36,7 @@ CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 STATE = "expkit_state.json"
 MODEL = "model.safetensors"
+BEST = "best_model.safetensors"  # the best evaluation's weights (trainer.load_best)
 RNG = "rng_state.pth"  # the Trainer's name and format: {"python", "numpy", "cpu", "cuda"}
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d+)$")
@@ -202,6 +203,14 @@ def load_model_weights(model: Any, path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} lacks weights: {', '.join(untied[:5])}")
 
 
+def load_best_weights(path: Path) -> dict[str, Any] | None:
+    """The best evaluation's weights kept in the checkpoint (CPU tensors), or None."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / BEST
+    return load_file(str(file)) if file.is_file() else None
+
+
 def load_training_state(path: Path, optimizer: Any, scheduler: Any, scaler: Any = None) -> None:
     """Optimizer, scheduler and gradient-scaler state (weights_only)."""
     import torch
@@ -222,6 +231,7 @@ def _write_files(
     state: dict[str, Any],
     trainer_state: str | None,
     rng_states: list[dict[str, Any]] | None = None,
+    best_weights: dict[str, Any] | None = None,
 ) -> None:
     import torch
 
@@ -238,6 +248,10 @@ def _write_files(
         torch.save(states, folder / rng_file(rank, len(every)))
     if trainer_state is not None:
         (folder / "trainer_state.json").write_text(trainer_state, encoding="utf-8")
+    if best_weights is not None:
+        from safetensors.torch import save_file
+
+        save_file(best_weights, str(folder / BEST))
     (folder / STATE).write_text(json.dumps({**state, "format": FORMAT}, indent=1), "utf-8")
 
 
@@ -357,6 +371,7 @@ def save(
     keep: int,
     trainer_state: str | None = None,
     rng_states: list[dict[str, Any]] | None = None,
+    best_weights: dict[str, Any] | None = None,
 ) -> Path:
     """Write `checkpoints/step_<step>` atomically; keep the newest `keep` (0: all).
 
@@ -367,7 +382,7 @@ def save(
     try:
         with atomic_dir(final) as tmp:
             _write_files(tmp, model, optimizer, scheduler, scaler, {**state, "step": step},
-                         trainer_state, rng_states)  # fmt: skip
+                         trainer_state, rng_states, best_weights)  # fmt: skip
     except WriteFailed as exc:
         raise CheckpointNotSaved(
             f"checkpoint at step {step} not saved ({exc.reason}); the partial one was removed "

@@ -212,7 +212,12 @@ def run(
     handle: RunHandle | None = None,
 ) -> dict[str, float]:
     """Train one run from a composed config; return its final metrics."""
-    from expkit.config.validate import check_model_fits, check_schedule, validate
+    from expkit.config.validate import (
+        check_early_stopping,
+        check_model_fits,
+        check_schedule,
+        validate,
+    )
     from expkit.data import dataset_records, load_raw
     from expkit.distributed import check_device, world
     from expkit.redact import redact_config, redact_file, redact_override, redact_text
@@ -255,6 +260,7 @@ def run(
         task.check_data(raw, cfg)
         total_steps = plan_total_steps(raw.size("train"), cfg.trainer, here.size)
         check_schedule(cfg, total_steps, raw.size("train"))
+        check_early_stopping(cfg, total_steps, raw.size("train"), "dev" in raw.labels, here.size)
 
         # the heavy imports happen before the run opens: a RUNNING run is one that is training;
         # so does the tokenizer's load: one that fails, or a data.max_length it cannot truncate
@@ -365,9 +371,10 @@ def _train(
     from transformers import set_seed
 
     from expkit.backends import TrainJob, get_backend
-    from expkit.checkpoint import WriteFailed, write_text_atomic
+    from expkit.checkpoint import WriteFailed, load_best_weights, write_text_atomic
     from expkit.data import tokenize
     from expkit.distributed import world
+    from expkit.early_stopping import EarlyStopping
     from expkit.freeze import apply_freeze
     from expkit.model import ModelNotSaved, build_model, save_model
     from expkit.optim import build_optimizer, build_scheduler
@@ -407,6 +414,9 @@ def _train(
     )  # fmt: skip
     if resume is not None:  # what evaluation had chosen (a threshold) before the interruption
         task.load_state(resume.state.get("task_state") or {})
+    early = EarlyStopping.from_config(cfg)
+    if early is not None and resume is not None:  # the best so far, its weights, the counter
+        early.load_state(resume.state.get("early_stopping") or {}, load_best_weights(resume.path))
 
     job = TrainJob(
         cfg=cfg,
@@ -426,6 +436,7 @@ def _train(
         checkpoint_meta=checkpoint_meta or {},
         stop=GracefulStop(),
         world=here,
+        early_stopping=early,
     )
     # the same RNG state at the first step whatever the backend (the Trainer seeds itself so too)
     set_seed(int(cfg.seed))

@@ -233,7 +233,8 @@ def test_training_arguments_come_from_the_run_config(make_cfg, tmp_path):
         ("trainer.hf_args.report_to=[mlflow]", "expkit's tracker is the only writer"),
         ("trainer.hf_args.logging_first_step=tru", "logging_first_step='tru' must be bool"),
         ("trainer.hf_args.torch_empty_cache_steps=1.5", "must be int or null"),
-        ("trainer.hf_args.load_best_model_at_end=true", "--load_best_model_at_end requires"),
+        ("trainer.hf_args.dataloader_prefetch_factor=2", "--dataloader_prefetch_factor can only"),
+        ("trainer.hf_args.load_best_model_at_end=true", "set by expkit from trainer.load_best"),
     ],
 )  # fmt: skip
 def test_hf_args_are_checked_against_training_arguments(make_cfg, override, message):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class TrainJob:
     # written into every checkpoint: the MLflow run id, the store, the resolved config
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     stop: Any = None  # expkit.stopping.GracefulStop, entered around the training loop
+    # expkit.early_stopping.EarlyStopping (early stopping, the best weights), or None
+    early_stopping: Any = None
     world: World = field(default_factory=World)  # this process among the run's processes
 
     @property
@@ -65,6 +68,19 @@ class TrainJob:
         return steps_per_epoch(
             len(self.datasets["train"]), t.batch_size, t.grad_accum_steps, self.world.size
         )
+
+    @property
+    def last_step(self) -> int:
+        """The step training ends at: total_steps, or the one early stopping stopped it at."""
+        early = self.early_stopping
+        return early.stopped_at if early is not None and early.stopped else self.total_steps
+
+    @property
+    def trained(self) -> bool:
+        """Training is over (resumed from its last step, or early stopping has stopped it)."""
+        early = self.early_stopping
+        done = early is not None and early.stopped
+        return done or (self.resume is not None and self.resume.step >= self.total_steps)
 
 
 def get_backend(name: str) -> Callable[[TrainJob], dict[str, float]]:
@@ -111,6 +127,45 @@ def nan_policy(job: TrainJob, step: int, loss: float, lr: float, progress: Progr
     return True
 
 
+def after_evaluation(job: TrainJob, step: int, metrics: dict[str, float]) -> bool:
+    """The dev evaluation at `step` seen by early stopping; True: training stops after it."""
+    early = job.early_stopping
+    if early is None or not early.update(step, metrics, job.model, job.task.state()):
+        return False
+    log.info("%s", early.message())
+    job.tracker.set_tags({"expkit.stopped_early_at": str(step)})
+    return True
+
+
+def end_training(job: TrainJob, final: dict[str, float]) -> None:
+    """After the last step, before the test evaluation: the best evaluation recorded and, with
+    load_best, its weights back in the model and its eval_* metrics in `final` (and logged
+    again at the last step, so the store's latest values are the best evaluation's too)."""
+    early = job.early_stopping
+    if early is None or early.best_step is None:
+        return
+    step = job.last_step
+    job.tracker.set_tags({
+        "expkit.best_step": str(early.best_step),
+        "expkit.best_metric": early.metric,
+        "expkit.best_value": repr(early.best),
+    })  # fmt: skip
+    final["best_step"] = float(early.best_step)
+    job.tracker.log_metrics({"best_step": float(early.best_step)}, step=step)
+    if early.restore(job.model):
+        log.info(
+            "restored the weights of step %d (%s=%.6g, the best evaluation)",
+            early.best_step, early.metric, early.best,
+        )  # fmt: skip
+        job.task.load_state(early.best_task_state)  # the threshold chosen with those weights
+        final.update(early.best_metrics)
+        if early.best_step != step:
+            # MLflow's latest value is the one of the greatest (step, timestamp, value): logged
+            # a millisecond after the evaluation at this step, the best one is the latest
+            time.sleep(0.002)
+            job.tracker.log_metrics(early.best_metrics, step=step)
+
+
 def save_every_due(job: TrainJob, step: int) -> bool:
     """A periodic checkpoint is due after `step` (none after the last: the run is done)."""
     every = int(job.cfg.trainer.save_every)
@@ -139,10 +194,13 @@ def save_checkpoint(
         return
     job.tracker.try_flush()
     t = job.cfg.trainer
+    early = job.early_stopping
     epoch, in_epoch = divmod(step, job.steps_per_epoch)
     state = {
         **job.checkpoint_meta,
         "task_state": job.task.state(),  # what evaluation chose (a threshold): used after resume
+        # the best evaluation and the patience counter (the best weights: a file beside)
+        "early_stopping": early.state() if early is not None else None,
         "backend": str(t.backend),
         # the data position: the sampler's order is fixed by (seed, epoch)
         "epoch": epoch,
@@ -155,6 +213,7 @@ def save_checkpoint(
             job.run_dir, step, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
             scaler=scaler, state=state, keep=int(job.cfg.trainer.keep_checkpoints),
             trainer_state=trainer_state, rng_states=rng_states,
+            best_weights=early.weights if early is not None else None,
         )  # fmt: skip
     except CheckpointNotSaved as exc:
         log.warning("%s", exc)
@@ -167,9 +226,10 @@ def save_checkpoint(
 def final_evaluation(
     job: TrainJob, scaler: Any, progress: dict[str, Any], trainer_state: str | None = None
 ) -> Iterator[None]:
-    """Around the evaluation after the last step: an interrupt there (or one that came too late
-    for the training loop to act on) first saves the trained steps as a checkpoint, then stops
-    the run as a signal does (KILLED). Resuming it runs only the final evaluation."""
+    """Around the evaluation after the last step (job.last_step): an interrupt there (or one that
+    came too late for the training loop to act on) first saves the trained steps as a
+    checkpoint, then stops the run as a signal does (KILLED). Resuming it runs only the final
+    evaluation."""
     from expkit.checkpoint import rng_state
 
     # gathered now, while every process is here: the save on an interrupt needs no other process
@@ -178,9 +238,9 @@ def final_evaluation(
     def keep() -> None:
         log.warning(
             "stopped during the final evaluation: saving the trained model (step %d) as a "
-            "checkpoint", job.total_steps,
+            "checkpoint", job.last_step,
         )  # fmt: skip
-        save_checkpoint(job, job.total_steps, scaler, progress, trainer_state, rng_states)
+        save_checkpoint(job, job.last_step, scaler, progress, trainer_state, rng_states)
 
     stop = job.stop
     if stop is not None and stop.requested:

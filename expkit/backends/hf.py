@@ -26,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from expkit.backends import (
     Progress,
     TrainJob,
+    after_evaluation,
     batch_size,
+    end_training,
     final_evaluation,
     log_evaluation,
     log_progress,
@@ -83,6 +85,9 @@ DERIVED: dict[str, str] = {
     "save_only_model": "trainer.save_every (a checkpoint holds everything a resume needs)",
     "resume_from_checkpoint": "resume=auto or resume=PATH",
     "ignore_data_skip": "nothing: a resumed run skips the trained batches by index, exactly",
+    "load_best_model_at_end": "trainer.load_best (expkit keeps the best weights itself)",
+    "metric_for_best_model": "trainer.early_stopping.metric",
+    "greater_is_better": "trainer.early_stopping.direction",
 }
 # what the Trainer adds to evaluation metrics besides the metrics themselves (timings, epoch)
 _TRAINER_EXTRAS = (
@@ -169,6 +174,9 @@ def training_arguments(cfg: DictConfig, output_dir: Path, device: Any, has_dev: 
         "adam_epsilon": float(o.eps) if "eps" in o else 1e-8,
         "report_to": [],
         "save_strategy": "no",
+        # early stopping and the best weights are expkit's (expkit.early_stopping), as in the
+        # manual loop: the Trainer keeps no best checkpoint of its own
+        "load_best_model_at_end": False,
         "remove_unused_columns": False,
         "torch_compile": bool(t.compile),
         "logging_nan_inf_filter": False,
@@ -277,7 +285,7 @@ def _callback_class() -> type:
         `learning_rate`, `grad_norm` at each logging step (and the last step), `eval_*` and
         `test_*` after each evaluation; `train_runtime` and `train_samples_per_second` time the
         training loop alone (evaluations left out). Also: the NaN policy before each update,
-        and when a checkpoint is due.
+        early stopping after each dev evaluation, and when a checkpoint is due.
         """
 
         def __init__(self, job: TrainJob, progress: Progress) -> None:
@@ -361,8 +369,6 @@ def _callback_class() -> type:
         def on_evaluate(
             self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
         ) -> None:
-            if self.training:
-                self.progress.eval_seconds += time.perf_counter() - self.mark
             kept = {
                 k: float(v)
                 for k, v in (metrics or {}).items()
@@ -373,6 +379,10 @@ def _callback_class() -> type:
             if self.training:
                 self.progress.metrics.update(kept)
                 log_evaluation(state.global_step, kept)
+                # before the save that may follow at this step: the checkpoint holds this update
+                if after_evaluation(self.job, state.global_step, kept):
+                    control.should_training_stop = True
+                self.progress.eval_seconds += time.perf_counter() - self.mark
 
         def progress_now(self) -> Progress:
             """The counts as they stand (for a checkpoint)."""
@@ -485,11 +495,12 @@ def train(job: TrainJob) -> dict[str, float]:
     else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_progress_class())
-    if resume is not None and resume.step >= job.total_steps:
+    if resume is not None and job.trained:  # at the last step, or after early stopping stopped
         _trained_already(trainer, callback, resume.path)
     else:
         with stop:
             trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
+    end_training(job, callback.final)  # the best weights back (trainer.load_best)
     scaler, state = trainer_state()
     with final_evaluation(job, scaler, callback.progress_now().as_dict(), trainer_state=state):
         if "test" in job.datasets:

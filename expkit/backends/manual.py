@@ -12,7 +12,9 @@ from typing import Any
 from expkit.backends import (
     Progress,
     TrainJob,
+    after_evaluation,
     batch_size,
+    end_training,
     final_evaluation,
     log_evaluation,
     log_progress,
@@ -148,8 +150,8 @@ def train(job: TrainJob) -> dict[str, float]:
                disable=not t.progress or not here.is_main or None)  # fmt: skip
     stop = job.stop or GracefulStop()
     start = time.perf_counter() - p.train_seconds
-    with stop:
-        for step in range(first, job.total_steps + 1):
+    with stop:  # resumed after early stopping had stopped the run (last_step): no step more
+        for step in range(first, job.last_step + 1):
             _epoch, window = next(windows)
             if restore_after_first_window:
                 checkpoint.restore_rng(job.resume.path, here.rank, here.size)
@@ -199,14 +201,16 @@ def train(job: TrainJob) -> dict[str, float]:
                     elapsed = time.perf_counter() - start - p.eval_seconds
                     log_progress(step, job.total_steps, loss_value, lr, elapsed)
                 p.window_loss, p.window_steps = 0.0, 0
+            early_stop = False
             if has_dev and (is_eval_step(step, t.eval_every, per_epoch) or step == job.total_steps):
                 eval_start = time.perf_counter()
                 dev = evaluate(job, "dev", device, autocast)
                 metrics = {f"eval_{k}": v for k, v in dev.items()}
-                p.eval_seconds += time.perf_counter() - eval_start
                 job.tracker.log_metrics(metrics, step=step)
                 p.metrics.update(metrics)
                 log_evaluation(step, metrics)
+                early_stop = after_evaluation(job, step, metrics)  # keeps the best weights
+                p.eval_seconds += time.perf_counter() - eval_start
             # one process: a signal during this step's evaluation counts too
             stopping = stopping or (not here.active and stop.requested)
             if save_every_due(job, step) or stopping:
@@ -215,17 +219,21 @@ def train(job: TrainJob) -> dict[str, float]:
             if stopping:
                 barrier(here)  # no process leaves (and gets its launcher to kill) before the save
                 stop.stop()  # a process that got no signal itself stops as if sent SIGTERM
+            if early_stop:
+                break
     p.train_seconds = time.perf_counter() - start
     runtime = p.train_seconds - p.eval_seconds  # the training loop only
     bar.close()
     final = dict(p.metrics)
     final["train_runtime"] = runtime
     final["train_samples_per_second"] = p.samples / runtime if runtime > 0 else 0.0
+    end_training(job, final)  # the best weights back (trainer.load_best)
+    last = job.last_step
     with final_evaluation(job, scaler, p.as_dict()):
         timing = {k: final[k] for k in ("train_runtime", "train_samples_per_second")}
-        job.tracker.log_metrics(timing, step=job.total_steps)
+        job.tracker.log_metrics(timing, step=last)
         if "test" in job.datasets:
             metrics = {f"test_{k}": v for k, v in evaluate(job, "test", device, autocast).items()}
-            job.tracker.log_metrics(metrics, step=job.total_steps)
+            job.tracker.log_metrics(metrics, step=last)
             final.update(metrics)
     return final

@@ -119,6 +119,16 @@ class MultiLabelTaskConfig(TaskConfig):
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # stop after this many dev evaluations in a row without improvement (0: off)
+    metric: str | None = None  # an eval_* metric; null: objective.metric
+    min_delta: float = 0.0  # an improvement beats the best by more than this
+    # maximize | minimize; null: objective.direction for the objective's metric, else minimize
+    # for eval_loss / eval_mse / eval_rmse and maximize for the others
+    direction: str | None = None
+
+
+@dataclass
 class TrainerConfig:
     backend: str = MISSING
     max_steps: int = -1  # optimizer steps; -1: run `epochs` epochs
@@ -137,6 +147,10 @@ class TrainerConfig:
     save_every: int = 0  # checkpoint every N optimizer steps (0: only on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
     on_nan: str = "stop"  # a NaN / inf loss: stop (run FAILED) | skip (drop that step's update)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # end with the best dev evaluation's weights (test_*, the saved model); null: on with early
+    # stopping
+    load_best: bool | None = None
     compile: bool = False  # torch.compile the model for training
     log_all_ranks: bool = False  # under torchrun: INFO logs from every process, not rank 0 only
     # extra TrainingArguments for trainer=hf (e.g. {dataloader_pin_memory: false}); checked

@@ -307,6 +307,93 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
             )
 
 
+def _check_early_stopping(cfg: DictConfig, errors: list[str]) -> None:
+    """The settings of early stopping and load_best that need no data (the dev split and the
+    evaluation schedule are checked by check_early_stopping, once the data is read)."""
+    from expkit.early_stopping import keeps_best, watched
+
+    t = cfg.trainer
+    e = t.early_stopping
+    if e.patience < 0:
+        errors.append(
+            f"trainer.early_stopping.patience={e.patience} must be >= 0 (0: no early stopping)"
+        )
+    if e.min_delta < 0:
+        errors.append(f"trainer.early_stopping.min_delta={e.min_delta} must be >= 0")
+    if e.direction is not None and e.direction not in DIRECTIONS:
+        errors.append(
+            f"trainer.early_stopping.direction={e.direction!r} is not valid (valid: "
+            f"{', '.join(DIRECTIONS)}, or null)"
+        )
+    if e.patience <= 0 and not keeps_best(cfg):
+        return
+    metric, _ = watched(cfg)
+    given = (
+        f"trainer.early_stopping.metric={metric}"
+        if e.metric is not None
+        else f"objective.metric={metric} (trainer.early_stopping.metric=null)"
+    )
+    names = _eval_metrics(cfg)
+    if not metric.startswith("eval_"):
+        errors.append(
+            f"early stopping and load_best judge by a dev metric, and {given} is not one; set "
+            "trainer.early_stopping.metric to an eval_* metric"
+            + (f" (valid: {', '.join(names)})" if names else " (e.g. eval_loss)")
+        )
+    elif names and metric not in names:
+        errors.append(
+            f"{given} is not a metric of task={cfg.task.name} (valid: {', '.join(names)})"
+        )
+
+
+def _eval_metrics(cfg: DictConfig) -> list[str]:
+    """The eval_* names the run's task reports (empty: the task does not say)."""
+    from expkit.tasks import TASKS, task_class
+
+    if cfg.task.name not in TASKS:
+        return []  # reported by _check_names
+    names = task_class(str(cfg.task.name)).metric_names
+    return ["eval_loss", *(f"eval_{n}" for n in names)] if names else []
+
+
+def check_early_stopping(
+    cfg: DictConfig, total_steps: int, train_size: int, has_dev: bool, world_size: int = 1
+) -> None:
+    """Early stopping and load_best have a dev split to judge by, and early stopping more than
+    one evaluation to compare, once the data fixes the splits and the number of steps."""
+    from expkit.batching import steps_per_epoch
+    from expkit.early_stopping import keeps_best
+
+    t = cfg.trainer
+    patience, keep = int(t.early_stopping.patience), keeps_best(cfg)
+    if patience <= 0 and not keep:
+        return
+    setting = (
+        f"trainer.early_stopping.patience={patience}" if patience > 0 else "trainer.load_best=true"
+    )
+    if not has_dev:
+        raise ConfigError(
+            f"{setting} judges by the dev split, and the data has none (add a dev file, set "
+            "data.dev_fraction, or set trainer.early_stopping.patience=0 trainer.load_best=false)"
+        )
+    if patience <= 0:
+        return
+    per_epoch = steps_per_epoch(train_size, t.batch_size, t.grad_accum_steps, world_size)
+    every = int(t.eval_every) or per_epoch
+    evaluations = total_steps // every + (1 if total_steps % every else 0)
+    if evaluations < 2:
+        schedule = (
+            f"trainer.eval_every={t.eval_every}"
+            if t.eval_every
+            else f"trainer.eval_every=0 (each epoch's end, every {per_epoch} steps)"
+        )
+        raise ConfigError(
+            f"{setting} compares evaluations, and {schedule} evaluates only once in "
+            f"{total_steps} steps (at step {total_steps}); set trainer.eval_every below "
+            f"{total_steps}"
+        )
+
+
 def _check_task(cfg: DictConfig, errors: list[str]) -> None:
     """The task's own checks (expkit.tasks), once its name is known to be registered."""
     from expkit.tasks import TASKS, build_task
@@ -619,6 +706,7 @@ def validate(cfg: DictConfig) -> None:
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
     _check_task(cfg, errors)
+    _check_early_stopping(cfg, errors)
     errors += _objective_errors(cfg)
     _check_tracking(cfg, errors)
     if errors:

@@ -24,6 +24,8 @@ class Task:
     objective: ClassVar[str]  # the default objective.metric (maximized)
     losses: ClassVar[tuple[str, ...]]  # the loss options (conf/loss) this task takes
     summary: ClassVar[tuple[str, ...]]  # the metrics a sweep's table shows, without prefix
+    # the scores `metrics` returns, without prefix (the loss aside); empty: not known
+    metric_names: ClassVar[tuple[str, ...]] = ()
     model_class: ClassVar[str] = "AutoModelForSequenceClassification"
 
     def __init__(self, cfg: DictConfig) -> None:

@@ -133,6 +133,7 @@ class ClassificationTask(SequenceTask):
     objective = "eval_accuracy"
     losses: ClassVar[tuple[str, ...]] = ("model", "cross_entropy")
     summary: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1")
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import ConfigError, DataError
+from expkit.metrics import MULTILABEL_NAMES
 from expkit.tasks.base import SequenceTask, given_label_names, shown_split
 
 
@@ -64,6 +65,7 @@ class MultiLabelTask(SequenceTask):
     objective = "eval_f1_micro"
     losses: ClassVar[tuple[str, ...]] = ("model", "bce")
     summary: ClassVar[tuple[str, ...]] = ("f1_micro", "f1_macro", "subset_accuracy")
+    metric_names: ClassVar[tuple[str, ...]] = MULTILABEL_NAMES
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

@@ -44,6 +44,7 @@ class RegressionTask(SequenceTask):
     objective = "eval_pearson"
     losses: ClassVar[tuple[str, ...]] = ("model", "mse", "huber")
     summary: ClassVar[tuple[str, ...]] = ("pearson", "spearman", "rmse")
+    metric_names: ClassVar[tuple[str, ...]] = ("pearson", "spearman", "mse", "rmse")
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
