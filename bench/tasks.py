@@ -41,8 +41,10 @@ TASKS = {
         "metric": "f1_micro",
     },
 }  # fmt: skip
-COMMON = ["model=minilm", "trainer.eval_every=0", "trainer.log_every=50", "trainer.progress=false",
-          "trainer.save_model=false", "seed=42"]  # fmt: skip
+# the plain loops' AdamW has no weight decay (expkit's default is 0.01)
+COMMON = ["model=minilm", "optimizer.weight_decay=0.0", "trainer.eval_every=0",
+          "trainer.log_every=50", "trainer.progress=false", "trainer.save_model=false",
+          "seed=42"]  # fmt: skip
 
 
 def _plain(task: str, steps: int, extra: list[str]) -> dict:
