@@ -153,6 +153,12 @@ def shown_split(evaluated: dict[str, Any]) -> str | None:
     return next((s for s in ("test", "dev") if s in evaluated), None)
 
 
+def shown_evaluation(evaluated: dict[str, tuple[Any, Any]]) -> tuple[str, Any, Any] | None:
+    """(split, predicted, gold) of the evaluation a figure shows, or None (none yet)."""
+    split = shown_split(evaluated)
+    return None if split is None else (split, *evaluated[split])
+
+
 def given_label_names(data_cfg: DictConfig) -> list[str] | None:
     """The label set the config gives: data.label_names, or data.label_names_file (a name per
     line, in id order, relative to data.path); None: the labels come from the train split."""

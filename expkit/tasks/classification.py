@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import ConfigError, DataError
-from expkit.tasks.base import SequenceTask, given_label_names, shown_split
+from expkit.tasks.base import SequenceTask, given_label_names, shown_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +178,12 @@ class ClassificationTask(SequenceTask):
         return out
 
     def figures(self) -> dict[str, bytes]:
+        shown = shown_evaluation(self.evaluated)
+        return {} if shown is None else self._confusion_matrix(*shown)
+
+    def _confusion_matrix(self, split: str, predicted: Any, gold: Any) -> dict[str, bytes]:
         from expkit.plots import confusion_matrix_display, png
 
-        split = shown_split(self.evaluated)
-        if split is None:
-            return {}
-        predicted, gold = self.evaluated[split]
         title = f"confusion matrix ({split}, {gold.size} examples)"
         display = confusion_matrix_display(gold, predicted, self.label_names, title)
         return {f"confusion_matrix_{split}.png": png(display.figure_)}

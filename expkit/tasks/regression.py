@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import DataError
-from expkit.tasks.base import SequenceTask, shown_split
+from expkit.tasks.base import SequenceTask, shown_evaluation
 
 
 def _score(value: Any, source: str, row: int) -> float:
@@ -77,12 +77,12 @@ class RegressionTask(SequenceTask):
         return out
 
     def figures(self) -> dict[str, bytes]:
+        shown = shown_evaluation(self.evaluated)
+        return {} if shown is None else self._scatter(*shown)
+
+    def _scatter(self, split: str, predicted: Any, gold: Any) -> dict[str, bytes]:
         from expkit.plots import png, scatter
 
-        split = shown_split(self.evaluated)
-        if split is None:
-            return {}
-        predicted, gold = self.evaluated[split]
         figure = scatter(predicted, gold, f"predicted vs gold ({split}, {gold.size} examples)")
         return {f"predicted_vs_gold_{split}.png": png(figure)}
 
