@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import DATA, ENV, PLAIN, ROOT, prepare_store, table, verdict, workdir
+
+# the children import expkit from this checkout, whatever is installed
+CHILD_ENV = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), ENV.get("PYTHONPATH")]))}
 
 # bf16 dense tensor-core peaks (TFLOPS, no sparsity), first match of the device name wins
 PEAK_TFLOPS = [
@@ -105,19 +110,28 @@ def _reason(stderr: str) -> str:
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[str, str | None]:
-    """(stdout, why it failed or None); stderr is kept in `log`."""
+    """(stdout, why it failed or None); stderr is kept in `log`.
+
+    The command runs in its own process group, so a timeout (or Ctrl-C) also ends what it started
+    (expkit's MLflow writer, torch.compile's workers), which would otherwise hold its pipes open.
+    """
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(cmd, cwd=cwd, env=CHILD_ENV, stdout=pipe, stderr=pipe, text=True,
+                            start_new_session=True)  # fmt: skip
     try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        log.write_text(err[-50_000:])
-        return "", f"stopped after {timeout:.0f} s (--variant-timeout)"
-    log.write_text(proc.stderr[-50_000:])
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        log.write_text(stderr[-50_000:])
+        return "", f"stopped after {timeout:.0f} s (--variant-timeout, --budget-s)"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    log.write_text(stderr[-50_000:])
     if proc.returncode != 0:
-        return proc.stdout, f"exit {proc.returncode}: {_reason(proc.stderr)}"
-    return proc.stdout, None
+        return stdout, f"exit {proc.returncode}: {_reason(stderr)}"
+    return stdout, None
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -222,12 +236,15 @@ class Bench:
                       flush=True)  # fmt: skip
                 started = time.perf_counter()
                 log = self.logs / f"{slug}.stderr"
-                if kind == "plain":
-                    result = self.plain(extra, log)
-                elif kind == "hf":
-                    result = self.hf(extra, log)
-                else:
-                    result = self.expkit(extra, log, f"runs/{slug}")
+                try:
+                    if kind == "plain":
+                        result = self.plain(extra, log)
+                    elif kind == "hf":
+                        result = self.hf(extra, log)
+                    else:
+                        result = self.expkit(extra, log, f"runs/{slug}")
+                except Exception as exc:  # its output was not what was expected: one row failed
+                    result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
                 result["wall_s"] = time.perf_counter() - started
             result["args"] = extra
             self.results["variants"][name] = result

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from argparse import Namespace
 
 import pytest
@@ -74,6 +75,23 @@ def test_the_reason_of_a_failure_is_one_line():
     assert gpu._reason("Traceback ...\n  File x\nImportError: no triton\n") == (
         "ImportError: no triton"
     )
+
+
+def test_a_variant_past_its_time_is_stopped_with_what_it_started(tmp_path):
+    # the child starts a grandchild that holds the pipes: both are ended, the call returns
+    code = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    start = time.perf_counter()
+    stdout, failed = gpu._run([sys.executable, "-c", code], tmp_path, 2, tmp_path / "log")
+    assert time.perf_counter() - start < 30
+    assert stdout == "" and failed.startswith("stopped after 2 s")
+
+
+def test_a_failed_variant_gives_its_exit_code_and_last_line(tmp_path):
+    code = "import sys; print('partial'); sys.exit('RuntimeError: compile failed')"
+    stdout, failed = gpu._run([sys.executable, "-c", code], tmp_path, 60, tmp_path / "log")
+    assert stdout.strip() == "partial"
+    assert failed == "exit 1: RuntimeError: compile failed"
+    assert (tmp_path / "log").read_text().strip() == "RuntimeError: compile failed"
 
 
 @pytest.mark.slow
