@@ -81,10 +81,14 @@ def test_metrics_are_logged_at_the_contract_steps(tiny_run):
     assert lrs == pytest.approx([1e-3 * (13 - s) / 12 for s in (2, 4, 6, 8, 10, 12)])
 
 
-def test_artifacts_hold_config_overrides_metrics_and_a_loadable_model(tiny_run, tmp_path):
+def test_artifacts_hold_config_overrides_metrics_and_a_loadable_model(
+    tiny_run, tmp_path, monkeypatch
+):
     import mlflow.artifacts
 
     workdir, _ = tiny_run
+    # runs:/ finds the run's LoggedModel through the default store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/runs/mlflow.db")
     (run,) = _runs(workdir)
     client = _client(workdir)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}

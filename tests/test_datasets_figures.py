@@ -328,7 +328,7 @@ def test_classification_runs_record_their_splits_and_confusion_matrix(tmp_path: 
     assert got_b["sst2-dev"] == got_a["sst2-dev"] and got_b["sst2-test"] == got_a["sst2-test"]
     assert got_b["sst2-train"][1] != got_a["sst2-train"][1] and got_b["sst2-train"][2] == 100
     sources = {d.dataset.name: json.loads(d.dataset.source) for d in run_a.inputs.dataset_inputs}
-    assert sources["sst2-train"] == {"uri": str(SHARED_DATA / "sst2" / "train.tsv")}
+    assert sources["sst2-train"] == {"uri": str((SHARED_DATA / "sst2" / "train.tsv").resolve())}
     # the picture: in the run dir and among the run's artifacts
     png = tmp_path / "runs" / "a" / "figures" / "confusion_matrix_test.png"
     assert png.read_bytes().startswith(PNG_MAGIC)

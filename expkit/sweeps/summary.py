@@ -323,7 +323,11 @@ def finish_sweep(
             log_params(client, parent_id, fresh)
         client.log_metric(parent_id, f"best_{sweep.objective}", value)
         if register_as:
-            _register(client, best, str(register_as), sweep, value)
+            try:
+                _register(client, best, str(register_as), sweep, value)
+            except Exception as exc:  # the sweep is done: its parent still gets its status
+                print(f"not registered as {register_as}: {type(exc).__name__}: {exc}")
+                tags["expkit.register_error"] = f"{type(exc).__name__}: {exc}"[:5000]
     for key, value in clean_tags(tags).items():
         client.set_tag(parent_id, key, value)
     failed = [(r.job, r.name, r.error or r.status) for r in sweep.rows if r.status != "FINISHED"]
@@ -346,8 +350,10 @@ def _register(client: Any, best: Row, name: str, sweep: Sweep, value: float) -> 
     if model_id is None:
         print(f"not registered: the best run {best.name} logged no model (trainer.save_model)")
         return
+    # the LoggedModel's own artifact location: a models:/ source would be looked up in the
+    # default store, not this one
+    source = client.get_logged_model(model_id).artifact_location
     version = client.create_model_version(
-        name, source=f"models:/{model_id}", run_id=best.run_id, description=description,
-        model_id=model_id,
-    )  # fmt: skip
+        name, source=source, run_id=best.run_id, description=description, model_id=model_id
+    )
     print(f"registered the best model as {name} version {version.version} ({description})")
