@@ -3,7 +3,7 @@
     python bench/predict.py [--model minilm|tiny] [--steps N] [--repeats R] [--batch-size B]
 
 Trains one expkit run (MiniLM on SST-2, N steps, length 64) to have a fine-tuned model folder,
-then predicts the SST-2 test file (1,821 sentences) with expkit's Predictor (inference mode,
+then predicts the SST-2 test file (872 sentences) with expkit's Predictor (inference mode,
 batches of B sorted by length) and with a text-classification pipeline over the same folder
 (its default batch of 1, and batches of B), alternating R times. Prints examples/s, the ratio
 (target: expkit >= 1.5x the default pipeline) and whether the predicted labels are the same.
