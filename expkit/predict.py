@@ -46,7 +46,6 @@ class Source:
     model_dir: Path
     run_id: str | None
     tracking_uri: str | None
-    experiment_id: str | None = None
 
 
 def _store_uri(uri: str | None) -> str:
@@ -93,9 +92,7 @@ def resolve_source(source: str, tracking_uri: str | None, scratch: Path) -> Sour
                 f"run {source} ({run.info.run_name}) has no logged model (trained with "
                 f"trainer.save_model=false, or it ended {run.info.status} before saving one)"
             )
-        found = _download(f"runs:/{source}/model", uri, scratch)
-        found.experiment_id = run.info.experiment_id
-        return found
+        return _download(f"runs:/{source}/model", uri, scratch)
     raise ExpkitError(
         f"'{source}' names no model: give a run id, runs:/RUN_ID/model, models:/NAME/VERSION, "
         "a run dir or a model folder"
@@ -139,7 +136,7 @@ def _download(uri: str, tracking_uri: str, scratch: Path) -> Source:
         folder = download_model(uri, tracking_uri, scratch)
     except LookupError as exc:
         raise ExpkitError(str(exc)) from None
-    return Source(_folder(folder), _spec_run(_folder(folder)), tracking_uri)
+    return Source(folder, _spec_run(folder), tracking_uri)  # download_model found the folder
 
 
 # -- which file, read how -------------------------------------------------------------------
@@ -324,14 +321,14 @@ def main(argv: list[str], command: str) -> int:
 
 
 def _predict(args: argparse.Namespace, given: dict[str, Any], command: str, scratch: Path) -> int:
-    from expkit.predictor import Predictor, read_spec
+    from expkit.predictor import Predictor, read_spec, task_from_spec
 
     source = resolve_source(args.source, _option(given, "tracking.uri"), scratch)
     spec = read_spec(source.model_dir)
     data, new_files = data_config(spec, given)
     paths = input_file(data, new_files)
     columns, rows, where = read_rows(data, paths)
-    predictor_task = _task(spec)
+    predictor_task = task_from_spec(spec)
     texts = predictor_task.read_inputs(columns, rows, data, where)
     gold = predictor_task.read_gold(columns, rows, data, where) if command == "evaluate" else None
     predictor = Predictor(
@@ -365,16 +362,6 @@ def _predict(args: argparse.Namespace, given: dict[str, Any], command: str, scra
     finally:
         if tracker is not None:
             tracker.end(status)
-
-
-def _task(spec: dict[str, Any]) -> Any:
-    """The model's task, with its label names and state, for reading (nothing heavy)."""
-    from expkit.tasks import task_class
-
-    task = task_class(spec["task"])(OmegaConf.create(spec["config"]["task"]))
-    task.label_names = list(spec["label_names"])
-    task.load_state(spec["task_state"] or {})
-    return task
 
 
 def _open_evaluation(

@@ -58,6 +58,16 @@ def read_spec(model_dir: Path) -> dict[str, Any]:
     return spec
 
 
+def task_from_spec(spec: dict[str, Any]) -> Any:
+    """The model's task with its label names and what evaluation chose (nothing heavy)."""
+    from expkit.tasks import task_class
+
+    task = task_class(spec["task"])(OmegaConf.create(spec["config"]["task"]))
+    task.label_names = list(spec["label_names"])
+    task.load_state(spec["task_state"] or {})
+    return task
+
+
 class Predictor:
     """The model of one folder, ready to predict: `records(texts)` -> one dict per input."""
 
@@ -74,16 +84,12 @@ class Predictor:
 
         from expkit.device import check_precision, resolve_device
         from expkit.model import quiet_transformers
-        from expkit.tasks import task_class
 
         self.model_dir = Path(model_dir)
         self.spec = read_spec(self.model_dir)
-        config = OmegaConf.create(self.spec["config"])
         # the run's data settings, with the caller's (a new file, other column names) on top
-        self.data = data if data is not None else config.data
-        self.task = task_class(self.spec["task"])(config.task)
-        self.task.label_names = list(self.spec["label_names"])
-        self.task.load_state(self.spec["task_state"] or {})
+        self.data = data if data is not None else OmegaConf.create(self.spec["config"]["data"])
+        self.task = task_from_spec(self.spec)
         self.fields = self.task.input_fields(self.data)
         self.device = resolve_device(device)
         check_precision(precision, self.device)
