@@ -23,9 +23,13 @@ print(ensure_experiment(client, uri, "expkit"))
 """
 
 
-def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):
-    # MLflow alone: one of two processes creating a SQLite store fails ("table ... exists")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.mark.parametrize("folder", ["exists", "missing"])
+def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path, folder):
+    # MLflow alone: one of two processes creating a SQLite store fails ("table ... exists");
+    # "missing": no process has made the store's folder yet (a test's client opening runs/ while
+    # expkit starts), which MLflow creates itself
+    root = tmp_path if folder == "exists" else tmp_path / "runs"
+    uri = f"sqlite:///{root}/mlflow.db"
     procs = [
         subprocess.Popen([sys.executable, "-c", OPEN_AND_CREATE, uri], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -34,7 +38,33 @@ def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):
     outcomes = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     assert [code for code, _, _ in outcomes] == [0, 0, 0], [err[-1500:] for _, _, err in outcomes]
     assert len({out.strip() for _, out, _ in outcomes}) == 1  # one experiment, seen by all
-    assert list(tmp_path.iterdir()) == [tmp_path / "mlflow.db"]  # no lock file left behind
+    assert list(root.iterdir()) == [root / "mlflow.db"]  # no lock file left behind
+
+
+HOLDS_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def test_the_creation_lock_is_taken_on_a_folder_not_yet_made(tmp_path):
+    from expkit.tracking.store import store_creation_lock
+
+    folder = tmp_path / "new" / "runs"
+    with store_creation_lock(f"sqlite:///{folder}/mlflow.db"):
+        assert folder.is_dir()
+        probe = subprocess.run([sys.executable, "-c", HOLDS_LOCK, str(folder)],
+                               capture_output=True, text=True, check=True)  # fmt: skip
+        assert probe.stdout.strip() == "held"
+    probe = subprocess.run([sys.executable, "-c", HOLDS_LOCK, str(folder)],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert probe.stdout.strip() == "free"
 
 
 def _store_of_another_version(root: Path) -> Path:

@@ -221,14 +221,22 @@ def store_creation_lock(uri: str) -> Iterator[None]:
     """Held while MLflow opens a SQLite store: two processes creating a new database at once
     (a run and `expkit compare`, two terminals) race in MLflow's table creation and one fails
     with "table ... already exists". The lock is the database folder's own flock: no lock file
-    is left behind, and a process that dies releases it."""
+    is left behind, and a process that dies releases it. The folder is created if missing, as
+    MLflow would create it."""
     database = sqlite_database(uri)
     folder = Path(database).parent if database and database != ":memory:" else None
     try:
         import fcntl
     except ImportError:  # not POSIX: MLflow's own behaviour
         folder = None
-    if folder is None or not folder.is_dir():
+    if folder is not None:
+        # MLflow creates a missing folder itself; creating it first means a client that opens
+        # the store before anyone made the folder still takes the lock
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # MLflow reports an unusable path in its own words
+            folder = None
+    if folder is None:
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
