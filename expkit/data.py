@@ -163,13 +163,21 @@ def load_raw(cfg: DictConfig, task: Any) -> RawData:
     return raw
 
 
+def column_bytes(col: list[Any]) -> bytes:
+    """An input column as bytes to hash: texts joined (the usual case, fast), else as JSON (a
+    list of words per example)."""
+    if all(type(v) is str for v in col):
+        return "\x1f".join(col).encode("utf-8", "surrogatepass")
+    return json.dumps(col, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 def split_digest(raw: RawData, split: str) -> str:
     """A content hash of one split as read: its text columns and its labels (as the task reads
     them), so the same examples give the same digest whatever file they came from."""
     h = hashlib.sha256()
     for col in raw.texts[split]:
         h.update(b"\x1e")
-        h.update("\x1f".join(col).encode("utf-8", "surrogatepass"))
+        h.update(column_bytes(col))
     h.update(b"\x1d")
     h.update(json.dumps(raw.labels[split]).encode())
     return h.hexdigest()[:16]
@@ -260,7 +268,7 @@ def _fingerprint(raw: RawData, split: str, encoding: str) -> str:
     h = hashlib.sha256(encoding.encode())
     for col in raw.texts[split]:
         h.update(b"\x1e")
-        h.update("\x1f".join(col).encode("utf-8", "surrogatepass"))
+        h.update(column_bytes(col))
     h.update(",".join(map(str, raw.labels[split])).encode())
     return h.hexdigest()[:24]
 
@@ -296,6 +304,9 @@ def tokenize(
             _write_arrow(ds, cache_file)
             ds = datasets.Dataset.from_file(str(cache_file))  # memory-mapped, as when cached
         out[split] = ds
+    for split, ds in out.items():
+        for note in task.encoded_notes(split, ds):
+            log.info(note)
     return out
 
 

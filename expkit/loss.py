@@ -30,8 +30,14 @@ def _cross_entropy(cfg: DictConfig, raw: Any) -> LossFn:
 
     def cross_entropy(logits: Any, labels: Any) -> Any:
         w = weight.to(logits.device) if weight is not None else None
+        # one row per labelled position: a token head's (batch, length, classes) logits are
+        # flattened as the model's own loss does; -100 (padding, later sub-tokens) is ignored
+        flat = logits.reshape(-1, logits.shape[-1])
         # float32 logits: the loss under bf16 autocast stays as exact as the model's own loss
-        return F.cross_entropy(logits.float(), labels, weight=w, label_smoothing=smoothing)
+        return F.cross_entropy(
+            flat.float(), labels.reshape(-1), weight=w, label_smoothing=smoothing,
+            ignore_index=-100,
+        )  # fmt: skip
 
     return cross_entropy
 

@@ -122,15 +122,16 @@ class Predictor:
         if n == 0:
             return [], []
         encoded = self.task.encode_inputs(texts, self.tokenizer, self.task.encode_kwargs(self.data))
-        scores: list[Any] = [None] * n
-        outputs: list[Any] = [None] * n
+        count = len(encoded["input_ids"])  # features: an example may have several (windows)
+        scores: list[Any] = [None] * count
+        outputs: list[Any] = [None] * count
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = (
             (lambda: torch.autocast(device_type=self.device.type, dtype=dtype))
             if dtype is not None
             else contextlib.nullcontext
         )
-        bar = tqdm(total=n, desc="predict", unit="ex", disable=not self.progress or None)
+        bar = tqdm(total=count, desc="predict", unit="ex", disable=not self.progress or None)
         with torch.inference_mode():
             for index in self._batches(encoded):
                 features = [{k: v[i] for k, v in encoded.items()} for i in index]
@@ -143,7 +144,7 @@ class Predictor:
                     scores[i], outputs[i] = batch_scores[j], batch_outputs[j]
                 bar.update(len(index))
         bar.close()
-        return scores, outputs
+        return self.task.merge(scores, encoded), self.task.merge(outputs, encoded)
 
     def records(self, texts: list[list[str]], ids: list[Any] | None = None) -> list[dict]:
         """One record per input: its id, its text fields, then the task's prediction fields."""
@@ -156,7 +157,8 @@ class Predictor:
         out = []
         for i, score in enumerate(scores):
             record: dict[str, Any] = {"id": ids[i] if ids is not None else i}
-            record.update({name: texts[c][i] for c, name in enumerate(self.fields)})
-            record.update(self.task.prediction(score))
+            inputs = [texts[c][i] for c in range(len(self.fields))]
+            record.update(dict(zip(self.fields, inputs, strict=True)))
+            record.update(self.task.prediction(score, inputs))
             out.append(record)
         return out

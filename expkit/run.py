@@ -348,11 +348,8 @@ def _model_spec(cfg: DictConfig, task: Any, raw: Any, run_id: str | None) -> dic
     from expkit.predictor import model_spec
     from expkit.redact import redact_config
 
-    split = next((s for s in ("test", "dev", "train") if raw.size(s)), "train")
-    columns = raw.texts[split]
-    example = [[col[i] for col in columns] for i in range(min(2, raw.size(split)))]
     config = redact_config(OmegaConf.to_container(cfg, resolve=True))
-    return model_spec(task, config, run_id, example)
+    return model_spec(task, config, run_id, task.input_example(raw))
 
 
 def _train(

@@ -14,15 +14,22 @@ from pathlib import Path
 from typing import Any
 
 
-def inputs_from(model_input: Any, fields: list[str]) -> list[list[str]]:
+def _value(value: Any) -> Any:
+    """An input value as text; a list of words (token classification) as a list of texts."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
+        return [str(v) for v in value]
+    return str(value)
+
+
+def inputs_from(model_input: Any, fields: list[str]) -> list[list[Any]]:
     """The text columns (one per field) of what a request or a caller hands the model."""
     columns = getattr(model_input, "columns", None)
     if columns is not None:  # a pandas DataFrame: by name, or the only column for one field
         names = [str(c) for c in columns]
         if all(f in names for f in fields):
-            return [[str(v) for v in model_input[f]] for f in fields]
+            return [[_value(v) for v in model_input[f]] for f in fields]
         if len(fields) == len(names):
-            return [[str(v) for v in model_input[c]] for c in columns]
+            return [[_value(v) for v in model_input[c]] for c in columns]
         raise ValueError(
             f"the input has columns {', '.join(names)}; this model reads {', '.join(fields)}"
         )
@@ -37,7 +44,7 @@ def inputs_from(model_input: Any, fields: list[str]) -> list[list[str]]:
         missing = sorted({f for r in rows for f in fields if f not in r})
         if missing:
             raise ValueError(f"an input has no field {', '.join(missing)} (needs {fields})")
-        return [[str(r[f]) for r in rows] for f in fields]
+        return [[_value(r[f]) for r in rows] for f in fields]
     if len(fields) == 1 and all(isinstance(r, str) for r in rows):
         return [rows]
     if all(isinstance(r, (list, tuple)) and len(r) == len(fields) for r in rows):

@@ -125,10 +125,10 @@ def test_classification_reads_names_and_predicts_names(tmp_path):
     import torch
 
     scores = task.scores(torch.tensor([[0.0, 2.0], [1.0, -1.0]])).numpy()
-    record = task.prediction(scores[0])
+    record = task.prediction(scores[0], ["x"])
     assert record["label"] == "pos" and list(record["scores"]) == ["neg", "pos"]
     assert record["scores"]["pos"] == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-6)
-    assert task.prediction(scores[1])["label"] == "neg"
+    assert task.prediction(scores[1], ["x"])["label"] == "neg"
 
 
 def test_regression_reads_numbers_and_names_a_row_that_is_not_one(tmp_path):
@@ -138,7 +138,7 @@ def test_regression_reads_numbers_and_names_a_row_that_is_not_one(tmp_path):
     assert task.head_config(raw) == {"num_labels": 1, "problem_type": "regression"}
     with pytest.raises(DataError, match=r"train.tsv: data row 2: label 'high' is not a number"):
         _read(task, [{"text": "a", "label": "3.8"}, {"text": "b", "label": "high"}])
-    assert task.prediction(np.float32(2.5)) == {"value": 2.5}
+    assert task.prediction(np.float32(2.5), ["x"]) == {"value": 2.5}
 
 
 def test_multilabel_reads_lists_joined_ids_and_names(tmp_path):
@@ -156,7 +156,7 @@ def test_multilabel_reads_lists_joined_ids_and_names(tmp_path):
     # without names: ids 0..max
     assert _read(task, [{"text": "a", "label": "0,3"}]).label_names == ["0", "1", "2", "3"]
     task.bind(raw)
-    record = task.prediction(np.array([0.9, 0.2, 0.6]))
+    record = task.prediction(np.array([0.9, 0.2, 0.6]), ["x"])
     assert record["labels"] == ["joy", "fear"] and record["scores"]["anger"] == pytest.approx(0.2)
 
 

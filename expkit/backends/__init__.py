@@ -255,6 +255,15 @@ def final_evaluation(
         raise
 
 
+def task_metrics(
+    job: TrainJob, split: str, outputs: list[Any], golds: list[Any]
+) -> dict[str, float]:
+    """The task's metrics of one split from what was kept of each row of its encoding (in the
+    split's order): the task first joins the rows of one example (windows) into one."""
+    encoded = job.datasets[split]
+    return job.task.metrics(job.task.merge(outputs, encoded), job.task.merge(golds, encoded), split)
+
+
 def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: float) -> None:
     """A logging step as a log line, where no progress bar shows (a log file, CI)."""
     rate = step / train_seconds if train_seconds > 0 else 0.0

@@ -35,6 +35,7 @@ from expkit.backends import (
     nan_policy,
     save_checkpoint,
     save_every_due,
+    task_metrics,
 )
 from expkit.batching import epoch_sampler
 from expkit.distributed import barrier, step_totals
@@ -449,9 +450,9 @@ def train(job: TrainJob) -> dict[str, float]:
     split = {"name": "dev"}  # which split the Trainer is evaluating: the task may use it
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        # one item per example, as the manual loop hands them over
+        # one item per row of the split, in its order, as the manual loop hands them over
         outputs, labels = list(prediction.predictions), list(prediction.label_ids)
-        return job.task.metrics(outputs, labels, split["name"])
+        return task_metrics(job, split["name"], outputs, labels)
 
     def keep_outputs(logits: Any, labels: Any) -> Any:
         # what the task keeps of each batch (class ids, scores, probabilities), not the logits

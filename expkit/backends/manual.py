@@ -21,6 +21,7 @@ from expkit.backends import (
     nan_policy,
     save_checkpoint,
     save_every_due,
+    task_metrics,
 )
 from expkit.batching import epoch_sampler, step_windows, train_loader
 from expkit.distributed import all_gather, barrier, step_totals
@@ -51,9 +52,10 @@ def _autocast(precision: str, device: Any) -> Any:
 def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
     """Loss and the task's metrics on one split, in eval mode under inference_mode.
 
-    The task's outputs and the labels are kept per example, whatever their shape. With several
-    processes each evaluates every world_size-th example and the outputs are gathered: every
-    example counted once, whether or not the split divides evenly.
+    The task's outputs and the labels are kept per row of the encoded split, whatever their
+    shape. With several processes each evaluates every world_size-th row and the outputs are
+    gathered back in the split's order: every row counted once, whether or not the split
+    divides evenly.
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -79,11 +81,19 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
     model.train(was_training)
     if here.active:
         parts = all_gather((outputs, golds, total_loss, count), here)
-        outputs = [item for part in parts for item in part[0]]
-        golds = [item for part in parts for item in part[1]]
+        # back in the split's order: rank r evaluated rows r, r + size, r + 2 * size, ...
+        outputs = interleave([part[0] for part in parts])
+        golds = interleave([part[1] for part in parts])
         total_loss, count = sum(part[2] for part in parts), sum(part[3] for part in parts)
-    metrics = job.task.metrics(outputs, golds, split)
-    return {"loss": total_loss / max(count, 1), **metrics}
+    return {"loss": total_loss / max(count, 1), **task_metrics(job, split, outputs, golds)}
+
+
+def interleave(parts: list[list[Any]]) -> list[Any]:
+    """The items of strided shards (shard r holds items r, r + n, ...) in their first order."""
+    out: list[Any] = []
+    for row in range(max((len(p) for p in parts), default=0)):
+        out.extend(p[row] for p in parts if row < len(p))
+    return out
 
 
 def train(job: TrainJob) -> dict[str, float]:

@@ -74,6 +74,23 @@ class Task:
     def collator(self, tokenizer: Any) -> Any:
         raise NotImplementedError
 
+    def merge(self, values: list[Any], encoded: Any) -> list[Any]:
+        """Per-example values from per-feature ones, in example order. `values` follow the rows
+        of `encoded` (the encoding of a split, or of inputs to predict on); a task whose encoding
+        gives an example several features (windows of a long sentence) joins them here, reading
+        its own bookkeeping columns of `encoded`. Default: one feature per example."""
+        return values
+
+    def encoded_notes(self, split: str, encoded: Any) -> list[str]:
+        """Lines for the log about a split's encoding (long examples split into windows)."""
+        return []
+
+    def input_example(self, raw: RawData, n: int = 2) -> list[list[Any]]:
+        """A few inputs of the data, as a request to the served model gives them."""
+        split = next((s for s in ("test", "dev", "train") if raw.size(s)), "train")
+        columns = raw.texts[split]
+        return [[col[i] for col in columns] for i in range(min(n, raw.size(split)))]
+
     # -- model -------------------------------------------------------------------------------
     def head_config(self, raw: RawData) -> dict[str, Any]:
         """Model config fields of the head (num_labels, problem_type, id2label, label2id)."""
@@ -120,8 +137,9 @@ class Task:
         """What a prediction is made from, one row per example (class probabilities, a value)."""
         return self.outputs(logits)
 
-    def prediction(self, score: Any) -> dict[str, Any]:
-        """One example's scores as the fields of its prediction record."""
+    def prediction(self, score: Any, inputs: list[Any]) -> dict[str, Any]:
+        """One example's scores as the fields of its prediction record; `inputs`: its input
+        values, one per input field."""
         raise NotImplementedError
 
     def read_inputs(

@@ -191,7 +191,7 @@ class ClassificationTask(SequenceTask):
     def scores(self, logits: Any) -> Any:
         return logits.float().softmax(-1)  # a probability per class
 
-    def prediction(self, score: Any) -> dict[str, Any]:
+    def prediction(self, score: Any, inputs: list[Any]) -> dict[str, Any]:
         import numpy as np
 
         probs = np.asarray(score, dtype=float)

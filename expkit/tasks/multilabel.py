@@ -199,7 +199,7 @@ class MultiLabelTask(SequenceTask):
         """The threshold in use: the number given, the one chosen on dev, else 0.5."""
         return self.threshold if self.threshold is not None else 0.5
 
-    def prediction(self, score: Any) -> dict[str, Any]:
+    def prediction(self, score: Any, inputs: list[Any]) -> dict[str, Any]:
         import numpy as np
 
         probs = np.asarray(score, dtype=float)

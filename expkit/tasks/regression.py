@@ -86,5 +86,5 @@ class RegressionTask(SequenceTask):
         figure = scatter(predicted, gold, f"predicted vs gold ({split}, {gold.size} examples)")
         return {f"predicted_vs_gold_{split}.png": png(figure)}
 
-    def prediction(self, score: Any) -> dict[str, Any]:
+    def prediction(self, score: Any, inputs: list[Any]) -> dict[str, Any]:
         return {"value": float(score)}
