@@ -1,4 +1,5 @@
-"""Find and read the split files of a local data set: csv, tsv, jsonl/json, parquet.
+"""Find and read the split files of a local data set: csv, tsv, jsonl/json, parquet, and CoNLL
+column files (one token a line; a sentence per row).
 
 Errors name the file and line. Text formats use the stdlib alone (start-up stays fast);
 pandas is imported for parquet only.
@@ -23,7 +24,7 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "dev": ("dev", "validation", "valid", "val"),
     "test": ("test",),
 }
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
 DELIMITED = ("csv", "tsv")
 QUOTING = {"none": csv.QUOTE_NONE, "csv": csv.QUOTE_MINIMAL}
 # GLUE's tsv files carry unbalanced quotes inside fields: quoting is off unless asked for
@@ -122,6 +123,13 @@ class ReadOptions:
     columns: list[str] | None = None  # the names of the fields when header is False
     extra_fields: str = "error"  # rows longer than the columns: error | ignore
     quoting: str | None = None  # none | csv; None: DEFAULT_QUOTING of the format
+    # CoNLL files: the column holding the tag (-1: the last), and the row fields they fill
+    tag_column: int = -1
+    tokens_field: str = "tokens"
+    tags_field: str = "tags"
+
+
+LINE_FIELD = "_line"  # a CoNLL sentence's first line: errors about its tokens name the line
 
 
 @dataclass
@@ -239,6 +247,50 @@ def _read_json(path: Path) -> Table:
     return _fill(path, records)
 
 
+def _read_conll(path: Path, opts: ReadOptions) -> Table:
+    """A CoNLL column file: one token a line, columns split on whitespace, the word in the first
+    and the tag in `opts.tag_column`; a blank line ends a sentence; -DOCSTART- lines are
+    document breaks, not tokens. One row per sentence: its words, its tags, its first line."""
+    rows: list[Row] = []
+    words: list[str] = []
+    tags: list[str] = []
+    start, width, first = 0, 0, 0
+
+    def end_sentence() -> None:
+        if words:
+            rows.append({opts.tokens_field: list(words), opts.tags_field: list(tags),
+                         LINE_FIELD: start})  # fmt: skip
+            words.clear()
+            tags.clear()
+
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            end_sentence()
+            continue
+        if not width:
+            width, first = len(fields), number
+            column = opts.tag_column if opts.tag_column >= 0 else width + opts.tag_column
+            if width < 2 or not 0 < column < width:
+                raise DataError(
+                    f"{path}:{number}: {width} column(s), so data.tag_column={opts.tag_column} "
+                    f"names no tag column (a CoNLL line is the word, then other columns; the tag "
+                    f"column is 1 to {width - 1}, or -1 for the last)"
+                )
+        elif len(fields) != width:
+            raise DataError(
+                f"{path}:{number}: {len(fields)} column(s), but the file's lines have {width} "
+                f"(as on line {first}); CoNLL columns are split on whitespace, so a word or tag "
+                "cannot hold a space"
+            )
+        if not words:
+            start = number
+        words.append(fields[0])
+        tags.append(fields[column])
+    end_sentence()
+    return [opts.tokens_field, opts.tags_field, LINE_FIELD], rows
+
+
 def _read_parquet(path: Path) -> Table:
     import numpy as np
     import pandas as pd
@@ -283,10 +335,15 @@ def read_table(
         columns, rows = _read_json(path)
     elif ext == "parquet":
         columns, rows = _read_parquet(path)
+    elif ext == "conll":
+        columns, rows = _read_conll(path, opts)
     else:
         supported = ", ".join(f".{f}" for f in FORMATS)
         kind = f"'.{ext}'" if ext else "(no extension)"
-        raise DataError(f"{path}: unsupported file type {kind} (supported: {supported})")
+        raise DataError(
+            f"{path}: unsupported file type {kind} (supported: {supported}; a file of another "
+            "extension is read as data.format says, e.g. data.format=conll)"
+        )
     if not rows:
         raise _no_rows(path)
     return columns, rows
@@ -342,6 +399,9 @@ def read_options(data_cfg: Any) -> ReadOptions:
         columns=[str(c) for c in columns] if columns is not None else None,
         extra_fields=str(_get(data_cfg, "extra_fields", "error")),
         quoting=_get(data_cfg, "quoting"),
+        tag_column=int(_get(data_cfg, "tag_column", -1)),
+        tokens_field=str(_get(data_cfg, "tokens_field", "tokens")),
+        tags_field=str(_get(data_cfg, "tags_field", "tags")),
     )
 
 

@@ -41,9 +41,15 @@ class DataConfig:
     label_names: list[str] | None = None  # the label set in id order; default: from train
     label_names_file: str | None = None  # label names one a line (line N: id N-1), in data.path
     label_separator: str = ","  # between the label ids of one row (multi-label data)
+    # token classification: a row's words and their tags (lists in jsonl / parquet; the fields
+    # a CoNLL file's sentences are read into), and the tag's column in a CoNLL file (-1: last)
+    tokens_field: str = "tokens"
+    tags_field: str = "tags"
+    tag_column: int = -1
     # split -> file in data.path (globs allowed: train: part-*.csv); empty: train/dev/test by name
     files: dict[str, str] = field(default_factory=dict)
-    format: str | None = None  # csv | tsv | jsonl | json | parquet; default: from the extension
+    # csv | tsv | jsonl | json | parquet | conll; default: from the extension
+    format: str | None = None
     header: bool = True  # false: no header row, data.columns names the fields
     columns: list[str] | None = None
     extra_fields: str = "error"  # rows with more fields than columns: error | ignore (keep first)
@@ -108,7 +114,7 @@ class LossConfig:
 class TaskConfig:
     """What the model learns to predict; the task's module (expkit.tasks) reads it."""
 
-    name: str = MISSING  # classification | regression | multilabel
+    name: str = MISSING  # classification | regression | multilabel | token_classification
     objective: str = MISSING  # the default objective.metric of this task
 
 
@@ -116,6 +122,15 @@ class TaskConfig:
 class MultiLabelTaskConfig(TaskConfig):
     threshold: Any = 0.5  # a probability in (0, 1), or auto: chosen on the dev split
     threshold_per_label: bool = False  # with threshold=auto: one threshold per label
+
+
+@dataclass
+class TokenClassificationTaskConfig(TaskConfig):
+    scheme: str = "IOB2"  # the tagging scheme: IOB1 | IOB2 | BIOES
+    repair_tags: bool = False  # true: tags outside the scheme's order are converted, not errors
+    label_all_tokens: bool = False  # true: every sub-token carries its word's label
+    strict: bool = False  # true: seqeval's strict matching for the scheme
+    stride: int = 32  # sub-tokens of context shared by the windows of a long sentence
 
 
 @dataclass
@@ -206,7 +221,11 @@ class RunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"schema_task": TaskConfig, "schema_task_multilabel": MultiLabelTaskConfig},
+    "task": {
+        "schema_task": TaskConfig,
+        "schema_task_multilabel": MultiLabelTaskConfig,
+        "schema_task_token_classification": TokenClassificationTaskConfig,
+    },
     "model": {"schema_model": ModelConfig},
     "data": {"schema_data": DataConfig},
     "optimizer": {"schema_adamw": AdamWConfig, "schema_sgd": SGDConfig},
