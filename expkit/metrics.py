@@ -126,3 +126,35 @@ def best_threshold(probabilities: Any, labels: Any, per_label: bool) -> Any:
         ]
         chosen.append(THRESHOLD_GRID[int(np.argmax(scores))])
     return chosen
+
+
+SEQEVAL_SCHEMES = {"IOB1": "IOB1", "IOB2": "IOB2", "BIOES": "IOBES"}  # expkit's -> seqeval's
+
+
+def entity_metrics(
+    predicted: list[list[str]], gold: list[list[str]], scheme: str, strict: bool
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """seqeval's entity precision, recall and F1 (micro over entities) and its token accuracy,
+    on the tags of whole sentences, one tag per word; and its report per entity type (with the
+    micro, macro and weighted averages). strict: an entity counts only when its tags are exactly
+    the scheme's (seqeval's strict mode); else entities are read as conlleval reads them."""
+    from seqeval import scheme as schemes
+    from seqeval.metrics import accuracy_score, classification_report
+
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted sentences for {len(gold)} gold ones")
+    mode = {"mode": "strict", "scheme": getattr(schemes, SEQEVAL_SCHEMES[scheme])} if strict else {}
+    words = sum(len(s) for s in gold)
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0, **mode)
+    per_type = {
+        str(kind): {k: float(v) for k, v in scores.items()} for kind, scores in report.items()
+    }
+    for scores in per_type.values():
+        scores["f1"] = scores.pop("f1-score")
+    micro = per_type.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1": 0.0})
+    return {
+        "precision": micro["precision"],
+        "recall": micro["recall"],
+        "f1": micro["f1"],
+        "accuracy": float(accuracy_score(gold, predicted)) if words else 0.0,
+    }, per_type

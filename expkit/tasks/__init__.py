@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "classification": "expkit.tasks.classification:ClassificationTask",
     "regression": "expkit.tasks.regression:RegressionTask",
     "multilabel": "expkit.tasks.multilabel:MultiLabelTask",
+    "token_classification": "expkit.tasks.token_classification:TokenClassificationTask",
 }
 
 
