@@ -158,9 +158,25 @@ def data_config(spec: dict[str, Any], overrides: dict[str, Any]) -> tuple[DictCo
         data.files = {}  # a new folder: its own test file, not the run's file names
     if new_files:
         data.dev_fraction = None
+        data.max_eval_samples = None  # the run's evaluation cap: a new file is read whole
     for key, value in given.items():
         OmegaConf.update(data, key, value, merge=False)
     return data, new_files
+
+
+SELF_DESCRIBING = ("jsonl", "json", "parquet")  # formats whose records name their own fields
+
+
+def read_as_named(data: DictConfig, paths: list[Path], given: dict[str, Any]) -> None:
+    """A new jsonl / json / parquet file is read as its extension says, not in the run's format
+    (a model trained on CoNLL or header-less tsv files predicts on jsonl as it is), unless
+    data.format is given."""
+    from expkit.tables import file_format
+
+    if "data.format" in given or data.get("format") in (None, *SELF_DESCRIBING):
+        return
+    if paths and all(file_format(p) in SELF_DESCRIBING for p in paths):
+        data.format, data.header, data.columns = None, True, None
 
 
 def input_file(data: DictConfig, new_files: bool) -> list[Path]:
@@ -248,6 +264,8 @@ def _flat(record: dict) -> dict:
     for key, value in record.items():
         if isinstance(value, dict):
             row.update({f"{key}.{k}": v for k, v in value.items()})
+        elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            row[key] = json.dumps(value, ensure_ascii=False)  # entities: a JSON list in a cell
         elif isinstance(value, list):
             row[key] = "|".join(map(str, value))
         else:
@@ -327,6 +345,8 @@ def _predict(args: argparse.Namespace, given: dict[str, Any], command: str, scra
     spec = read_spec(source.model_dir)
     data, new_files = data_config(spec, given)
     paths = input_file(data, new_files)
+    if new_files:
+        read_as_named(data, paths, given)
     columns, rows, where = read_rows(data, paths)
     predictor_task = task_from_spec(spec)
     texts = predictor_task.read_inputs(columns, rows, data, where)

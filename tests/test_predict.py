@@ -109,6 +109,25 @@ def test_a_new_folder_drops_the_runs_file_names_and_finds_its_test_or_only_file(
         data_config(spec, {"data.colums": "x"})
 
 
+def test_a_new_file_is_read_whole_and_a_jsonl_one_as_jsonl_whatever_the_runs_format(tmp_path):
+    from expkit.predict import data_config, read_as_named
+
+    spec = {"config": {"data": {"path": "/old", "files": {}, "dev_fraction": None,
+                                "max_eval_samples": 20, "format": "conll", "header": True,
+                                "columns": None}}}  # fmt: skip
+    data, new = data_config(spec, {"data.files.test": str(tmp_path / "x.jsonl")})
+    assert new and data.max_eval_samples is None
+    read_as_named(data, [tmp_path / "x.jsonl"], {})
+    assert data.format is None
+    data, _ = data_config(spec, {"data.files.test": str(tmp_path / "x.iob")})
+    read_as_named(data, [tmp_path / "x.iob"], {})
+    assert data.format == "conll"  # an extension that says nothing: the run's format
+    given = {"data.files.test": str(tmp_path / "x.jsonl"), "data.format": "conll"}
+    data, _ = data_config(spec, given)
+    read_as_named(data, [tmp_path / "x.jsonl"], given)
+    assert data.format == "conll"  # as the user says
+
+
 def test_write_outputs_writes_jsonl_and_a_csv_with_a_column_per_score(tmp_path):
     from expkit.predict import write_outputs
 
