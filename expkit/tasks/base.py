@@ -166,6 +166,18 @@ class Task:
         return [str(f) for f in data_cfg.text_fields]
 
 
+def check_class_weights(raw: RawData, cfg: DictConfig, what: str = "labels") -> None:
+    """loss.class_weights, where given, has one weight per class of the data read."""
+    from expkit.errors import ConfigError
+
+    weights = cfg.loss.get("class_weights")
+    if weights is not None and len(weights) != raw.num_labels:
+        raise ConfigError(
+            f"loss.class_weights has {len(weights)} values but the data has "
+            f"{raw.num_labels} {what} ({', '.join(raw.label_names)})"
+        )
+
+
 def shown_split(evaluated: dict[str, Any]) -> str | None:
     """The split a task's figures show: test when it was evaluated, else dev, else none."""
     return next((s for s in ("test", "dev") if s in evaluated), None)

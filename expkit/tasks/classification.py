@@ -15,8 +15,13 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
-from expkit.errors import ConfigError, DataError
-from expkit.tasks.base import SequenceTask, given_label_names, shown_evaluation
+from expkit.errors import DataError
+from expkit.tasks.base import (
+    SequenceTask,
+    check_class_weights,
+    given_label_names,
+    shown_evaluation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +160,7 @@ class ClassificationTask(SequenceTask):
         return _label_ids(values, names, source)
 
     def check_data(self, raw: RawData, cfg: DictConfig) -> None:
-        weights = cfg.loss.get("class_weights")
-        if weights is not None and len(weights) != raw.num_labels:
-            raise ConfigError(
-                f"loss.class_weights has {len(weights)} values but the data has "
-                f"{raw.num_labels} labels ({', '.join(raw.label_names)})"
-            )
+        check_class_weights(raw, cfg)
 
     def head_config(self, raw: RawData) -> dict[str, Any]:
         return self.named_head(raw, "single_label_classification")

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from expkit.data import RawData, kind_of, preview
 from expkit.errors import ConfigError, DataError
 from expkit.tables import LINE_FIELD
-from expkit.tasks.base import Task, given_label_names, shown_split
+from expkit.tasks.base import Task, check_class_weights, given_label_names, shown_split
 
 # the prefixes each scheme writes (O aside)
 SCHEMES: dict[str, tuple[str, ...]] = {
@@ -152,12 +152,7 @@ class TokenClassificationTask(Task):
         return errors
 
     def check_data(self, raw: RawData, cfg: DictConfig) -> None:
-        weights = cfg.loss.get("class_weights")
-        if weights is not None and len(weights) != raw.num_labels:
-            raise ConfigError(
-                f"loss.class_weights has {len(weights)} values but the data has "
-                f"{raw.num_labels} tags ({', '.join(raw.label_names)})"
-            )
+        check_class_weights(raw, cfg, "tags")
 
     # -- data ----------------------------------------------------------------------------------
     def read(
