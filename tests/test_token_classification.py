@@ -499,3 +499,28 @@ def test_a_token_classification_sweep_ranks_by_entity_f1_with_weighted_cross_ent
     table = run_cli("compare", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "eval_f1" in table.stdout and "eval_precision" in table.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["manual", "hf"])
+def test_a_token_classification_run_resumed_from_its_checkpoint_ends_as_the_whole_run(
+    tmp_path, backend
+):
+    data = write_conll(tmp_path / "data", n=32)
+    args = ["model=tiny", "task=token_classification", "data=conll2003", f"data.path={data}",
+            "trainer.max_steps=6", "trainer.batch_size=8", "trainer.eval_every=3",
+            "trainer.save_every=3", "trainer.keep_checkpoints=0", "optimizer.lr=1e-2",
+            "trainer.save_model=false", "data.max_length=24", "task.stride=4",
+            f"trainer={backend}"]  # fmt: skip
+    whole = run_cli(*args, "hydra.run.dir=runs/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    checkpoint = tmp_path / "runs" / "whole" / "checkpoints" / "step_3"
+    again = run_cli(*args, f"resume={checkpoint}", "hydra.run.dir=runs/again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "runs" / "again" / "metrics.json").read_text())
+    timings = {"train_runtime", "train_samples_per_second"}
+    assert {k: v for k, v in second.items() if k not in timings} == pytest.approx(
+        {k: v for k, v in first.items() if k not in timings}, abs=1e-6
+    )
+    assert "eval_f1" in first

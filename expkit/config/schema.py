@@ -130,7 +130,8 @@ class TokenClassificationTaskConfig(TaskConfig):
     repair_tags: bool = False  # true: tags outside the scheme's order are converted, not errors
     label_all_tokens: bool = False  # true: every sub-token carries its word's label
     strict: bool = False  # true: seqeval's strict matching for the scheme
-    stride: int = 32  # sub-tokens of context shared by the windows of a long sentence
+    # sub-tokens of context shared by the windows of a long sentence (at most half a window)
+    stride: int = 32
 
 
 @dataclass

@@ -143,11 +143,10 @@ class TokenClassificationTask(Task):
         t = cfg.task
         if t.scheme not in SCHEMES:
             errors.append(f"task.scheme={t.scheme!r} is not valid (valid: {', '.join(SCHEMES)})")
-        length = int(cfg.data.max_length)
-        if not 0 <= int(t.stride) < length // 2:
+        if int(t.stride) < 0:
             errors.append(
-                f"task.stride={t.stride} must be at least 0 and less than half of "
-                f"data.max_length={length} (the sub-tokens two windows of a long sentence share)"
+                f"task.stride={t.stride} must be 0 or more (the sub-tokens two windows of a long "
+                "sentence share; at most half a window is used)"
             )
         return errors
 
@@ -322,8 +321,10 @@ class TokenClassificationTask(Task):
                 "task=token_classification needs a fast tokenizer (it maps sub-tokens to words); "
                 f"{type(tokenizer).__name__} is not one"
             )
-        max_length, stride = int(kwargs["max_length"]), int(kwargs["stride"])
+        max_length = int(kwargs["max_length"])
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+        # at most half a window shared: each window moves on by half of it or more
+        stride = min(int(kwargs["stride"]), budget // 2)
         whole = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
         sizes = []
         for s, words in enumerate(sentences):
