@@ -185,7 +185,8 @@ def test_unknown_extension(tmp_path):
     with pytest.raises(DataError) as err:
         read_table(path)
     assert str(err.value) == (
-        f"{path}: unsupported file type '.txt' (supported: .csv, .tsv, .jsonl, .json, .parquet)"
+        f"{path}: unsupported file type '.txt' (supported: .csv, .tsv, .jsonl, .json, .parquet, "
+        ".conll; a file of another extension is read as data.format says, e.g. data.format=conll)"
     )
 
 
