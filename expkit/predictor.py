@@ -137,7 +137,7 @@ class Predictor:
                 features = [{k: v[i] for k, v in encoded.items()} for i in index]
                 batch = {k: v.to(self.device) for k, v in self.collator(features).items()}
                 with autocast():
-                    logits = self.model(**batch).logits
+                    logits = self.task.logits(self.model(**batch))
                 batch_scores = self.task.scores(logits).float().cpu().numpy()
                 batch_outputs = self.task.outputs(logits).cpu().numpy()
                 for j, i in enumerate(index):

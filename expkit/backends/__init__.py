@@ -255,13 +255,12 @@ def final_evaluation(
         raise
 
 
-def task_metrics(
-    job: TrainJob, split: str, outputs: list[Any], golds: list[Any]
-) -> dict[str, float]:
+def task_metrics(job: TrainJob, split: str, outputs: list[Any]) -> dict[str, float]:
     """The task's metrics of one split from what was kept of each row of its encoding (in the
-    split's order): the task first joins the rows of one example (windows) into one."""
+    split's order): the task joins the rows of one example (windows) into one, and reads the
+    gold labels of the split's examples from the encoding."""
     encoded = job.datasets[split]
-    return job.task.metrics(job.task.merge(outputs, encoded), job.task.merge(golds, encoded), split)
+    return job.task.metrics(job.task.merge(outputs, encoded), job.task.golds(encoded), split)
 
 
 def log_progress(step: int, total: int, loss: float, lr: float, train_seconds: float) -> None:

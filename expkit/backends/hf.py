@@ -451,12 +451,11 @@ def train(job: TrainJob) -> dict[str, float]:
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         # one item per row of the split, in its order, as the manual loop hands them over
-        outputs, labels = list(prediction.predictions), list(prediction.label_ids)
-        return task_metrics(job, split["name"], outputs, labels)
+        return task_metrics(job, split["name"], list(prediction.predictions))
 
     def keep_outputs(logits: Any, labels: Any) -> Any:
         # what the task keeps of each batch (class ids, scores, probabilities), not the logits
-        return job.task.outputs(logits[0] if isinstance(logits, tuple) else logits)
+        return job.task.outputs(job.task.logits(logits))
 
     trainer = _trainer_class()(
         model=job.model,

@@ -52,10 +52,10 @@ def _autocast(precision: str, device: Any) -> Any:
 def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str, float]:
     """Loss and the task's metrics on one split, in eval mode under inference_mode.
 
-    The task's outputs and the labels are kept per row of the encoded split, whatever their
-    shape. With several processes each evaluates every world_size-th row and the outputs are
-    gathered back in the split's order: every row counted once, whether or not the split
-    divides evenly.
+    The task's outputs are kept per row of the encoded split, whatever their shape (the gold
+    labels are the encoding's, read by the task). With several processes each evaluates every
+    world_size-th row and the outputs are gathered back in the split's order: every row counted
+    once, whether or not the split divides evenly.
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -67,7 +67,7 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
     loader = DataLoader(data, batch_size=job.cfg.trainer.eval_batch_size, collate_fn=job.collator)
     was_training = model.training
     model.eval()
-    total_loss, count, outputs, golds = 0.0, 0, [], []
+    total_loss, count, outputs = 0.0, 0, []
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -76,16 +76,14 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
             n = batch_size(batch)
             total_loss += float(loss) * n  # per-sample mean over the split
             count += n
-            outputs.extend(job.task.outputs(out.logits).cpu().numpy())
-            golds.extend(batch["labels"].cpu().numpy())
+            outputs.extend(job.task.outputs(job.task.logits(out)).cpu().numpy())
     model.train(was_training)
     if here.active:
-        parts = all_gather((outputs, golds, total_loss, count), here)
+        parts = all_gather((outputs, total_loss, count), here)
         # back in the split's order: rank r evaluated rows r, r + size, r + 2 * size, ...
         outputs = interleave([part[0] for part in parts])
-        golds = interleave([part[1] for part in parts])
-        total_loss, count = sum(part[2] for part in parts), sum(part[3] for part in parts)
-    return {"loss": total_loss / max(count, 1), **task_metrics(job, split, outputs, golds)}
+        total_loss, count = sum(part[1] for part in parts), sum(part[2] for part in parts)
+    return {"loss": total_loss / max(count, 1), **task_metrics(job, split, outputs)}
 
 
 def interleave(parts: list[list[Any]]) -> list[Any]:

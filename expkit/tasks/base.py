@@ -107,6 +107,12 @@ class Task:
         return {}
 
     # -- evaluation and predictions ----------------------------------------------------------
+    def logits(self, output: Any) -> Any:
+        """The tensor the task reads of a forward pass: `output` is the model's output (a
+        ModelOutput) or its tensors without the loss, as the Trainer hands them over. Default:
+        the first (`logits`); a task whose head gives several (start and end) joins them."""
+        return model_tensors(output)[0]
+
     def outputs(self, logits: Any) -> Any:
         """What is kept of a batch's logits, one row per example (a tensor)."""
         raise NotImplementedError
@@ -114,6 +120,11 @@ class Task:
     def metrics(self, outputs: list[Any], labels: list[Any], split: str) -> dict[str, float]:
         """Metrics of one split from the kept outputs and gold labels, one item per example."""
         raise NotImplementedError
+
+    def golds(self, encoded: Any) -> list[Any]:
+        """The gold labels of an encoded split, one item per example (what `metrics` takes as
+        `labels`). Default: its `labels` column, joined by `merge`."""
+        return self.merge(list(encoded["labels"]), encoded)
 
     def state(self) -> dict[str, Any]:
         """What evaluation learned and later splits use (a threshold chosen on dev): saved in
@@ -164,6 +175,14 @@ class Task:
     def input_fields(self, data_cfg: DictConfig) -> list[str]:
         """The names of the model's inputs, as a request or a file gives them."""
         return [str(f) for f in data_cfg.text_fields]
+
+
+def model_tensors(output: Any) -> tuple[Any, ...]:
+    """The output tensors of a forward pass in the model's order, the loss left out: from a
+    ModelOutput, a tuple of tensors, or one tensor."""
+    if hasattr(output, "items"):
+        return tuple(v for k, v in output.items() if k != "loss")
+    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
 
 
 def check_class_weights(raw: RawData, cfg: DictConfig, what: str = "labels") -> None:
