@@ -158,3 +158,100 @@ def entity_metrics(
         "f1": micro["f1"],
         "accuracy": float(accuracy_score(gold, predicted)) if words else 0.0,
     }, per_type
+
+
+# -- extractive question answering: SQuAD's official exact match and F1 --------------------------
+_PUNCTUATION = frozenset(__import__("string").punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, punctuation and the articles a / an / the
+    removed, whitespace collapsed to single spaces."""
+    import re
+
+    text = "".join(c for c in str(text).lower() if c not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def answer_exact(prediction: str, gold: str) -> int:
+    return int(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def answer_f1(prediction: str, gold: str) -> float:
+    """Token F1 of two normalised answers; an empty one scores 1 only against an empty one."""
+    from collections import Counter
+
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(
+    predictions: list[str],
+    references: list[list[str]],
+    no_answer_gaps: list[float] | None = None,
+    threshold: float = 0.0,
+) -> dict[str, float]:
+    """exact_match and f1 (0-100, the best over each question's references) of SQuAD's official
+    evaluation. A question with no reference answer (SQuAD v2) is right when the prediction is
+    empty.
+
+    With `no_answer_gaps` (SQuAD v2: per question, by how much the no-answer score beats the
+    best span's; `predictions` are the best spans), a question is answered "" when its gap is
+    above `threshold`, and the scores of the questions with and without an answer (HasAns_*,
+    NoAns_*) and the best threshold and its score (best_*), as the official v2 evaluation
+    computes them, come too."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} questions")
+    golds = [[r for r in refs if normalize_answer(r)] or [""] for refs in references]
+
+    def scores(preds: list[str]) -> tuple[list[int], list[float]]:
+        exact = [max(answer_exact(p, g) for g in gs) for p, gs in zip(preds, golds, strict=True)]
+        f1 = [max(answer_f1(p, g) for g in gs) for p, gs in zip(preds, golds, strict=True)]
+        return exact, f1
+
+    def mean(values: list[float], keep: list[int]) -> float:
+        return 100.0 * sum(values[i] for i in keep) / len(keep) if keep else 0.0
+
+    every = list(range(len(predictions)))
+    if no_answer_gaps is None:
+        exact, f1 = scores(predictions)
+        return {"exact_match": mean(exact, every), "f1": mean(f1, every)}
+    final = ["" if gap > threshold else p for p, gap in zip(predictions, no_answer_gaps,
+                                                          strict=True)]  # fmt: skip
+    exact, f1 = scores(final)
+    out = {"exact_match": mean(exact, every), "f1": mean(f1, every)}
+    has = [i for i in every if golds[i] != [""]]
+    nothing = [i for i in every if golds[i] == [""]]
+    out["HasAns_exact_match"], out["HasAns_f1"] = mean(exact, has), mean(f1, has)
+    out["NoAns_exact_match"], out["NoAns_f1"] = mean(exact, nothing), mean(f1, nothing)
+    span_exact, span_f1 = scores(predictions)
+    for name, values in (("exact_match", span_exact), ("f1", span_f1)):
+        best, at = _best_no_answer_threshold(predictions, values, no_answer_gaps, set(has))
+        out[f"best_{name}"], out[f"best_{name}_threshold"] = best, at
+    return out
+
+
+def _best_no_answer_threshold(
+    predictions: list[str], values: list[float], gaps: list[float], has: set[int]
+) -> tuple[float, float]:
+    """The official v2 search: with every question whose gap is above the threshold answered
+    "", the threshold that scores best, and that score (0-100)."""
+    n = len(predictions)
+    current = float(n - len(has))  # all judged unanswerable: the NoAns ones are right
+    best, threshold = current, 0.0
+    for i in sorted(range(n), key=lambda i: gaps[i]):
+        # question i is now answered with its span rather than ""
+        if i in has:
+            current += values[i]
+        elif predictions[i]:
+            current -= 1
+        if current > best:
+            best, threshold = current, gaps[i]
+    return 100.0 * best / max(n, 1), float(threshold)

@@ -1,5 +1,5 @@
-"""Find and read the split files of a local data set: csv, tsv, jsonl/json, parquet, and CoNLL
-column files (one token a line; a sentence per row).
+"""Find and read the split files of a local data set: csv, tsv, jsonl/json, parquet, CoNLL
+column files (one token a line; a sentence per row) and SQuAD files (a row per question).
 
 Errors name the file and line. Text formats use the stdlib alone (start-up stays fast);
 pandas is imported for parquet only.
@@ -218,8 +218,55 @@ def _fill(path: Path, records: list) -> Table:
     return list(columns), records
 
 
+def _squad_rows(path: Path, articles: Any) -> Table:
+    """A SQuAD file (`data` -> articles -> `paragraphs` -> `context`, `qas`) as one row per
+    question: id, title, question, context, answers ({text: [...], answer_start: [...]}, as
+    flat files and the hub's copies give them) and, in SQuAD v2 files, is_impossible."""
+    rows: list[Row] = []
+    where = f"{path}: not a SQuAD file"
+    if not isinstance(articles, list):
+        raise DataError(f"{where} ('data' is a {type(articles).__name__}, not a list of articles)")
+    for a, article in enumerate(articles, start=1):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(f"{where} (article {a} has no list of 'paragraphs')")
+        for p, paragraph in enumerate(paragraphs, start=1):
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                raise DataError(f"{where} (article {a}, paragraph {p} has no list of 'qas')")
+            for q, qa in enumerate(paragraph["qas"], start=1):
+                if not isinstance(qa, dict):
+                    raise DataError(f"{where} (article {a}, paragraph {p}, question {q})")
+                answers = qa.get("answers") or []
+                if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
+                    raise DataError(
+                        f"{path}: question {qa.get('id', q)!r}: 'answers' is not a list of "
+                        "{text, answer_start} objects"
+                    )
+                row: Row = {
+                    "id": qa.get("id"),
+                    "title": article.get("title"),
+                    "question": qa.get("question"),
+                    "context": paragraph.get("context"),
+                    "answers": {
+                        "text": [x.get("text") for x in answers],
+                        "answer_start": [x.get("answer_start") for x in answers],
+                    },
+                }
+                if "is_impossible" in qa:
+                    row["is_impossible"] = qa["is_impossible"]
+                rows.append(row)
+    return _fill(path, rows)
+
+
 def _read_json(path: Path) -> Table:
     text = _read_text(path)
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("{"):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # one object per line, read below
+        if isinstance(whole, dict) and "data" in whole:
+            return _squad_rows(path, whole["data"])
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -230,7 +277,7 @@ def _read_json(path: Path) -> Table:
             found = type(records[bad - 1]).__name__
             raise DataError(f"{path}: item {bad} of the JSON list is a {found}, not an object")
         return _fill(path, records)
-    hint = "; a .json file holds a list of objects or one object per line"
+    hint = "; a .json file holds a list of objects, one object per line, or SQuAD's layout"
     hint = hint if path.suffix.lower() == ".json" else ""
     records = []
     # split on \n only: str.splitlines also breaks on U+2028 etc., legal inside JSON strings

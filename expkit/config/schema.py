@@ -46,6 +46,11 @@ class DataConfig:
     tokens_field: str = "tokens"
     tags_field: str = "tags"
     tag_column: int = -1
+    # question answering: the columns of a flat file (a SQuAD JSON file gives these names)
+    question_field: str = "question"
+    context_field: str = "context"
+    answers_field: str = "answers"  # {text: [...], answer_start: [...]} (or a list of such)
+    id_field: str = "id"
     # split -> file in data.path (globs allowed: train: part-*.csv); empty: train/dev/test by name
     files: dict[str, str] = field(default_factory=dict)
     # csv | tsv | jsonl | json | parquet | conll; default: from the extension
@@ -114,7 +119,7 @@ class LossConfig:
 class TaskConfig:
     """What the model learns to predict; the task's module (expkit.tasks) reads it."""
 
-    name: str = MISSING  # classification | regression | multilabel | token_classification
+    name: str = MISSING  # a name in expkit.tasks.TASKS
     objective: str = MISSING  # the default objective.metric of this task
 
 
@@ -132,6 +137,17 @@ class TokenClassificationTaskConfig(TaskConfig):
     strict: bool = False  # true: seqeval's strict matching for the scheme
     # sub-tokens of context shared by the windows of a long sentence (at most half a window)
     stride: int = 32
+
+
+@dataclass
+class QuestionAnsweringTaskConfig(TaskConfig):
+    version_2_with_negative: bool = False  # SQuAD v2: questions may have no answer in the context
+    doc_stride: int = 128  # sub-tokens of context two windows of a long context share
+    n_best: int = 20  # start and end candidates per window
+    max_answer_length: int = 30  # sub-tokens
+    # v2: no answer when the null score beats the best span's score by more than this
+    null_score_threshold: float = 0.0
+    fix_offsets: bool = False  # true: an answer not at its answer_start is looked for nearby
 
 
 @dataclass
@@ -226,6 +242,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "schema_task": TaskConfig,
         "schema_task_multilabel": MultiLabelTaskConfig,
         "schema_task_token_classification": TokenClassificationTaskConfig,
+        "schema_task_question_answering": QuestionAnsweringTaskConfig,
     },
     "model": {"schema_model": ModelConfig},
     "data": {"schema_data": DataConfig},

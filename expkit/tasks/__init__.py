@@ -23,6 +23,7 @@ TASKS: dict[str, str] = {
     "regression": "expkit.tasks.regression:RegressionTask",
     "multilabel": "expkit.tasks.multilabel:MultiLabelTask",
     "token_classification": "expkit.tasks.token_classification:TokenClassificationTask",
+    "question_answering": "expkit.tasks.question_answering:QuestionAnsweringTask",
 }
 
 
