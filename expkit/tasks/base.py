@@ -185,6 +185,16 @@ def model_tensors(output: Any) -> tuple[Any, ...]:
     return tuple(output) if isinstance(output, (tuple, list)) else (output,)
 
 
+def check_fast_tokenizer(tokenizer: Any, task: str, why: str) -> None:
+    """A task that maps sub-tokens back to words or characters needs a fast (Rust) tokenizer."""
+    from expkit.errors import ConfigError
+
+    if not tokenizer.is_fast:
+        raise ConfigError(
+            f"task={task} needs a fast tokenizer ({why}); {type(tokenizer).__name__} is not one"
+        )
+
+
 def check_class_weights(raw: RawData, cfg: DictConfig, what: str = "labels") -> None:
     """loss.class_weights, where given, has one weight per class of the data read."""
     from expkit.errors import ConfigError

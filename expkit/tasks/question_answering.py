@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
-from expkit.errors import ConfigError, DataError
-from expkit.tasks.base import Task, model_tensors
+from expkit.errors import DataError
+from expkit.tasks.base import Task, check_fast_tokenizer, model_tensors
 
 # the bookkeeping columns of the encoding
 EXAMPLE, OFFSETS, REFERENCE = "example", "offsets", "reference"
@@ -122,7 +122,7 @@ class QuestionAnsweringTask(Task):
         from expkit.model import build_tokenizer
 
         tokenizer = build_tokenizer(cfg.model)
-        _check_fast(tokenizer)
+        check_fast_tokenizer(tokenizer, self.name, "it maps sub-tokens to characters")
         kwargs = self.encode_kwargs(cfg.data)
         for split in raw.splits:
             questions, contexts = raw.texts[split]
@@ -231,7 +231,12 @@ class QuestionAnsweringTask(Task):
         return out
 
     def encode_kwargs(self, data_cfg: DictConfig) -> dict[str, Any]:
-        return {"max_length": int(data_cfg.max_length), "doc_stride": int(self.cfg.doc_stride)}
+        # every window padded to max_length: the model's loss normalises its start and end
+        # scores over all positions, padding included, so with per-batch padding a window's
+        # loss (and the training) would depend on the windows batched with it and on how many
+        # processes share a batch
+        return {"max_length": int(data_cfg.max_length), "doc_stride": int(self.cfg.doc_stride),
+                "padding": "max_length"}  # fmt: skip
 
     def encode(
         self, raw: RawData, split: str, tokenizer: Any, kwargs: dict[str, Any]
@@ -261,12 +266,13 @@ class QuestionAnsweringTask(Task):
     ) -> dict[str, list]:
         """Every window of every (question, context), with the answer's sub-token positions
         (given answers) and the bookkeeping columns."""
-        _check_fast(tokenizer)
+        check_fast_tokenizer(tokenizer, self.name, "it maps sub-tokens to characters")
         max_length, stride = int(kwargs["max_length"]), int(kwargs["doc_stride"])
         self._check_questions(questions, contexts, tokenizer, max_length, stride, source, answers)
         encoded = tokenizer(
             questions, contexts, truncation="only_second", max_length=max_length, stride=stride,
             return_overflowing_tokens=True, return_offsets_mapping=True,
+            padding=kwargs["padding"],
         )  # fmt: skip
         examples = list(encoded.pop("overflow_to_sample_mapping"))
         offsets = encoded.pop("offset_mapping")
@@ -488,14 +494,6 @@ class QuestionAnsweringTask(Task):
         return record
 
 
-def _check_fast(tokenizer: Any) -> None:
-    if not tokenizer.is_fast:
-        raise ConfigError(
-            "task=question_answering needs a fast tokenizer (it maps sub-tokens to "
-            f"characters); {type(tokenizer).__name__} is not one"
-        )
-
-
 def _text(output: dict[str, Any], context: str) -> str:
     return context[output["start"] : output["end"]] if output["start"] >= 0 else ""
 
@@ -536,8 +534,8 @@ def _softmax_at(values: Any, index: int) -> float:
 
 
 class QACollator:
-    """Dynamic padding (DataCollatorWithPadding) of the model's columns: the bookkeeping
-    columns of the encoding stay out of the batch."""
+    """The model's columns as tensors (the windows are padded to max_length when encoded):
+    the bookkeeping columns of the encoding stay out of the batch."""
 
     def __init__(self, tokenizer: Any) -> None:
         from transformers import DataCollatorWithPadding

@@ -25,9 +25,15 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from expkit.data import RawData, kind_of, preview
-from expkit.errors import ConfigError, DataError
+from expkit.errors import DataError
 from expkit.tables import LINE_FIELD
-from expkit.tasks.base import Task, check_class_weights, given_label_names, shown_split
+from expkit.tasks.base import (
+    Task,
+    check_class_weights,
+    check_fast_tokenizer,
+    given_label_names,
+    shown_split,
+)
 
 # the prefixes each scheme writes (O aside)
 SCHEMES: dict[str, tuple[str, ...]] = {
@@ -316,11 +322,7 @@ class TokenClassificationTask(Task):
     ) -> dict[str, list]:
         """The windows of every sentence, tokenized, with their labels (given tags) and the
         bookkeeping columns `merge` reads."""
-        if not tokenizer.is_fast:
-            raise ConfigError(
-                "task=token_classification needs a fast tokenizer (it maps sub-tokens to words); "
-                f"{type(tokenizer).__name__} is not one"
-            )
+        check_fast_tokenizer(tokenizer, self.name, "it maps sub-tokens to words")
         max_length = int(kwargs["max_length"])
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
         # at most half a window shared: each window moves on by half of it or more
