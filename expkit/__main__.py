@@ -1,3 +1,3 @@
-from expkit.cli import main
+from expkit.cli import entry
 
-main()
+entry()

@@ -361,3 +361,37 @@ def main() -> None:
             f"expkit: interrupted by {signal.Signals(signum).name}; run marked KILLED\n"
         )
         sys.exit(128 + signum)
+
+
+def entry() -> None:
+    """The process's entry point (the `expkit` script, `python -m expkit`): `main`, and then,
+    once every exit handler has run (logs flushed, child processes joined), the interpreter's
+    own teardown of torch, transformers and their modules skipped: it takes seconds and does
+    nothing a finished process needs. `main` called in a process of its own making (a test, a
+    notebook) exits normally."""
+    import atexit
+
+    status: list[Any] = []
+
+    def skip_teardown() -> None:
+        # registered first, so it runs after the handlers registered since (torch's, ...);
+        # logging's was registered before it, so it is called here
+        if not status:  # an uncaught exception: the interpreter reports it as usual
+            return
+        import contextlib
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed, or the reader has gone
+                stream.flush()
+        code = status[0]
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+    atexit.register(skip_teardown)
+    try:
+        main()
+    except SystemExit as exc:
+        status.append(exc.code)
+        raise
+    status.append(0)
