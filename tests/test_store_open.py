@@ -118,3 +118,73 @@ def test_a_sweep_parent_that_cannot_be_opened_launches_no_job(monkeypatch, capsy
         "(RuntimeError: disk I/O error); no job was launched\n"
     )
     assert aborted == ["FAILED"]  # the parent created before the failure is not left RUNNING
+
+
+def _schema(db: Path) -> tuple[set, list, list]:
+    """The tables, indexes and columns of a SQLite store (each CREATE statement's lines as a
+    set: MLflow's migrations write a table's constraints in no fixed order), its schema version
+    and its experiments."""
+    with sqlite3.connect(db) as con:
+        statements = {
+            (kind, name, frozenset(line.strip(" ,") for line in (sql or "").splitlines()))
+            for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master")
+        }
+        version = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        experiments = con.execute(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments"
+        ).fetchall()
+    return statements, version, experiments
+
+
+def test_a_new_store_starts_as_a_copy_of_mlflows_own_tables(tmp_path, monkeypatch):
+    """A new SQLite store is a copy of the blank database made once (MLflow's migrations take
+    seconds, every new store): the same tables, indexes and schema version as a store MLflow
+    creates itself, and MLflow's own Default experiment."""
+    import mlflow.store.db.utils as db_utils
+    from mlflow.tracking import MlflowClient
+
+    from expkit.tracking.store import blank_database, mlflow_client
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    mlflow_client(f"sqlite:///{tmp_path}/first/mlflow.db")  # makes the blank database
+    blank = blank_database()
+    assert blank is not None and blank.parent == tmp_path / "cache" / "expkit"
+    calls = []
+    monkeypatch.setattr(db_utils, "_initialize_tables", lambda engine: calls.append(engine))
+    seeded = tmp_path / "runs" / "mlflow.db"
+    client = mlflow_client(f"sqlite:///{seeded}")
+    assert calls == []  # no migration ran: the tables were there
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    MlflowClient(f"sqlite:///{tmp_path}/own.db").search_experiments()  # MLflow, from nothing
+    assert _schema(seeded) == _schema(tmp_path / "own.db")
+    experiment = client.create_experiment("expkit")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "loss", 0.5)
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    assert sorted(p.name for p in seeded.parent.iterdir()) == ["mlflow.db"]  # no copy left
+
+
+def test_an_existing_store_is_never_replaced_by_the_blank_one(tmp_path, monkeypatch):
+    from expkit.tracking.store import mlflow_client, seed_new_database
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    db = tmp_path / "runs" / "mlflow.db"
+    client = mlflow_client(f"sqlite:///{db}")
+    experiment = client.create_experiment("kept")
+    before = db.read_bytes()
+    seed_new_database(f"sqlite:///{db}")
+    assert db.read_bytes() == before
+    assert mlflow_client(f"sqlite:///{db}").get_experiment(experiment).name == "kept"
+
+
+def test_without_a_cache_folder_mlflow_creates_the_store_itself(tmp_path, monkeypatch):
+    from expkit.tracking.store import blank_database, mlflow_client
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can be made
+    assert blank_database() is None
+    client = mlflow_client(f"sqlite:///{tmp_path}/runs/mlflow.db")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "runs"]
