@@ -188,9 +188,14 @@ def restore_rng(path: Path, rank: int = 0, world_size: int = 1) -> None:
 
 
 def load_model_weights(model: Any, path: Path) -> None:
-    """The checkpoint's weights into `model` (safetensors; tied copies are re-tied)."""
+    """The checkpoint's weights into `model` (safetensors; tied copies are re-tied); an
+    adapter's checkpoint holds the adapter and the modules it trains in full."""
     from safetensors.torch import load_file
 
+    from expkit.adapter import load_adapter_weights
+
+    if load_adapter_weights(model, Path(path)):
+        return
     tensors = load_file(str(Path(path) / MODEL))
     result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:

@@ -134,7 +134,10 @@ class EarlyStopping:
         """Put the best step's weights back into `model`; False when none were kept."""
         if not self.keep_best or self.weights is None:
             return False
-        model.load_state_dict(self.weights, strict=True)
+        result = model.load_state_dict(self.weights, strict=False)
+        if result.unexpected_keys:  # missing ones are frozen: copy_weights leaves them out
+            extra = ", ".join(result.unexpected_keys[:5])
+            raise KeyError(f"the best weights have some this model lacks: {extra}")
         return True
 
     def state(self) -> dict[str, Any]:
@@ -163,5 +166,13 @@ class EarlyStopping:
 
 
 def copy_weights(model: Any) -> dict[str, Any]:
-    """The model's whole state_dict as CPU tensors of their own (tied ones copied apart)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    """What training changes of the model's state_dict (its trainable parameters and its
+    buffers) as CPU tensors of their own (tied ones copied apart). Frozen weights never change:
+    left out, an adapter's best weights are as small as its checkpoint."""
+    trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    kept = trainable | {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    return {
+        k: v.detach().to("cpu", copy=True).contiguous()
+        for k, v in model.state_dict().items()
+        if k in kept
+    }

@@ -221,9 +221,19 @@ def build_model(
                 **_load_kwargs(cfg), **attention,
             )  # fmt: skip
         _report_loading(model, info)
+        # what an adapter must train in full (expkit.adapter): the checkpoint did not have it
+        setattr(model, _NEW_WEIGHTS, sorted(info.get("missing_keys") or []))
     if not hasattr(model, "base_model"):
         raise ConfigError(f"{type(model).__name__} has no base_model (not a transformers encoder)")
     return model
+
+
+_NEW_WEIGHTS = "expkit_new_weights"
+
+
+def new_weights(model: Any) -> list[str]:
+    """The weights build_model found missing from the checkpoint (randomly initialised)."""
+    return list(getattr(model, _NEW_WEIGHTS, None) or [])
 
 
 @contextmanager
@@ -280,6 +290,8 @@ def save_model(
     try:
         with atomic_dir(Path(directory), manifest=False) as tmp, quiet_transformers():
             model.save_pretrained(tmp)
+            if hasattr(model, "peft_config"):  # an adapter saves itself only: the base's config,
+                model.get_base_model().config.save_pretrained(tmp)  # num_labels, id2label too
             tokenizer.save_pretrained(tmp)
             for name, text in (extra or {}).items():
                 (Path(tmp) / name).write_text(text, encoding="utf-8")

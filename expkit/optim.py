@@ -15,15 +15,20 @@ from omegaconf import DictConfig
 def parameter_groups(model: Any, cfg: DictConfig) -> list[dict[str, Any]]:
     """The tutorial's groups: weight decay except on `no_decay` matches; frozen parameters left out.
 
-    With `head_lr` set, the task head (parameters outside model.base_model) gets its own lr.
+    With `head_lr` set, the task head (parameters outside the encoder, model.base_model) gets
+    its own lr. With an adapter, LoRA's matrices sit inside the encoder and take `lr`; the head
+    it trains in full takes `head_lr`. `no_decay` matches parameter names (LoRA's lora_A and
+    lora_B decay unless listed).
     """
-    base_prefix = getattr(model, "base_model_prefix", "")
+    from expkit.adapter import inner_model
+
+    encoder = {id(p) for p in inner_model(model).base_model.parameters()}
     groups: dict[tuple[bool, bool], list[Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = not any(nd in name for nd in cfg.no_decay)
-        is_head = cfg.head_lr is not None and not name.startswith(f"{base_prefix}.")
+        is_head = cfg.head_lr is not None and id(param) not in encoder
         groups.setdefault((is_head, decay), []).append(param)
     out = []
     for (is_head, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):

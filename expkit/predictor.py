@@ -96,10 +96,11 @@ class Predictor:
         self.precision = precision
         self.batch_size = int(batch_size)
         self.progress = progress
+        from expkit.adapter import load_trained
+
         with quiet_transformers():
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir)
-            model_class = getattr(transformers, self.task.model_class)
-            self.model = model_class.from_pretrained(self.model_dir)
+            self.model = load_trained(self.model_dir, self.task.model_class)  # model/ or adapter/
         self.model.to(self.device).eval()
         self.collator = self.task.collator(self.tokenizer)
 

@@ -271,6 +271,9 @@ def run(
         check_max_length(tokenizer, cfg.data)
         config = model_config(cfg.model, task.head_config(raw), tokenizer.pad_token_id)
         check_model_fits(cfg, config)  # the model is built from this config in _train
+        from expkit.adapter import check_adapter
+
+        check_adapter(cfg.adapter, config, task.model_class, task.peft_task_type)
 
         from expkit.device import check_precision, resolve_device
         from expkit.distributed import device_for, setup
@@ -367,13 +370,15 @@ def _train(
 ) -> dict[str, float]:
     from transformers import set_seed
 
+    from expkit.adapter import apply_adapter, save_trained
+    from expkit.adapter import describe as describe_adapter
     from expkit.backends import TrainJob, get_backend
     from expkit.checkpoint import WriteFailed, load_best_weights, write_text_atomic
     from expkit.data import tokenize
     from expkit.distributed import world
     from expkit.early_stopping import EarlyStopping
     from expkit.freeze import apply_freeze
-    from expkit.model import ModelNotSaved, build_model, save_model
+    from expkit.model import ModelNotSaved, build_model
     from expkit.optim import build_optimizer, build_scheduler
     from expkit.predictor import SPEC_FILE
     from expkit.stopping import GracefulStop
@@ -381,6 +386,7 @@ def _train(
     set_seed(int(cfg.seed))
     splits = tokenize(raw, tokenizer, task, cfg.data, launch_dir / "runs" / ".cache" / "tokenized")
     model = build_model(cfg.model, task.head_config(raw), task.model_class, tokenizer.pad_token_id)
+    model = apply_adapter(model, cfg.adapter, task.peft_task_type)
     counts = apply_freeze(model, cfg.freeze)
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
@@ -397,6 +403,7 @@ def _train(
         "world_size": here.size,
         "global_batch_size": t.batch_size * t.grad_accum_steps * here.size,
         **counts,
+        **describe_adapter(model),
     }
     if resume is None:  # a resumed run has them (a changed value is in expkit.resume_changes)
         tracker.log_params({f"derived.{k}": v for k, v in derived.items()})
@@ -455,14 +462,15 @@ def _train(
         tracker.log_text(text, name)
     _log_figures(task, tracker, run_dir)
     if t.save_model:
-        model_dir = run_dir / "model"
         spec = _model_spec(cfg, task, raw, tracker.run_id)
-        try:
-            save_model(model, tokenizer, model_dir, {SPEC_FILE: json.dumps(spec, indent=2)})
+        try:  # model/, and adapter/ for an adapter
+            saved = save_trained(model, tokenizer, run_dir, {SPEC_FILE: json.dumps(spec, indent=2)})
         except ModelNotSaved as exc:
             where = " and ".join(kept) or "the table above"
             raise ModelNotSaved(f"{exc}; its metrics are kept in {where}") from exc.__cause__
         info = {k: spec[k] for k in ("task", "input_fields", "input_example")}
-        tracker.log_model(model_dir, info, total_steps)  # the MLflow Model: runs:/RUN_ID/model
+        tracker.log_model(saved["model"], info, total_steps)  # the MLflow Model: runs:/ID/model
+        if "adapter" in saved:  # runs:/RUN_ID/adapter
+            tracker.log_artifact(saved["adapter"], "adapter")
     print(f"run dir: {run_dir}" + (f"  (mlflow run {tracker.run_id})" if tracker.run_id else ""))
     return metrics

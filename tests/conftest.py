@@ -153,3 +153,20 @@ def sweep_runs(uri: str) -> tuple[Any, list, list]:
     parents = [r for r in runs if r.data.tags.get("expkit.role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory) -> Path:
+    """model=tiny's encoder with saved weights (seeded) and MiniLM's tokenizer: a pretrained
+    base for what needs one (adapters: random weights are saved nowhere to adapt)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertModel
+
+    cfg = compose_config(["model=tiny"])
+    source = str(cfg.model.name_or_path)
+    directory = tmp_path_factory.mktemp("tiny_pretrained")
+    AutoTokenizer.from_pretrained(source).save_pretrained(str(directory))
+    config = AutoConfig.from_pretrained(source, **dict(cfg.model.arch))
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(directory))
+    return directory

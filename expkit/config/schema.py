@@ -107,6 +107,20 @@ class FreezeConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """Parameter-efficient fine-tuning (expkit.adapter): none, or LoRA through peft."""
+
+    name: str = MISSING  # none | lora
+    r: int = 8  # lora: the rank of the update
+    alpha: float = 16.0  # lora: the update is scaled by alpha / r (alpha / sqrt(r) with rslora)
+    dropout: float = 0.1  # lora: dropout on the adapter's input
+    target_modules: list[str] | None = None  # lora: module names; null: peft's for the model type
+    use_dora: bool = False  # lora: weight-decomposed LoRA (magnitude and direction)
+    use_rslora: bool = False  # lora: rank-stabilised scaling
+    bias: str = "none"  # lora: none | all | lora_only (which biases train)
+
+
+@dataclass
 class LossConfig:
     name: str = MISSING  # model (the model's own loss) | cross_entropy | mse | huber | bce
     class_weights: list[float] | None = None  # cross_entropy: one per class
@@ -227,6 +241,7 @@ class RunConfig:
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     freeze: Any = MISSING
+    adapter: Any = MISSING
     loss: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
@@ -249,6 +264,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"schema_adamw": AdamWConfig, "schema_sgd": SGDConfig},
     "scheduler": {"schema_scheduler": SchedulerConfig},
     "freeze": {"schema_freeze": FreezeConfig},
+    "adapter": {"schema_adapter": AdapterConfig},
     "loss": {"schema_loss": LossConfig},
     "trainer": {"schema_trainer": TrainerConfig},
     "tracking": {"schema_tracking": TrackingConfig},

@@ -49,6 +49,8 @@ def _registered(kind: str) -> tuple[str, ...]:
         from expkit.optim import SCHEDULERS as reg
     elif kind == "freeze":
         from expkit.freeze import FREEZERS as reg
+    elif kind == "adapter":
+        from expkit.adapter import ADAPTERS as reg
     elif kind == "loss":
         from expkit.loss import LOSSES as reg
     elif kind == "backend":
@@ -320,6 +322,38 @@ def _check_training(cfg: DictConfig, limits: dict[str, Any] | None, errors: list
             )
 
 
+def _check_adapter(cfg: DictConfig, errors: list[str]) -> None:
+    """The adapter's settings that need no model (check_adapter wraps the model's config)."""
+    from expkit.adapter import BIASES
+
+    a = cfg.adapter
+    if a.name != "lora":
+        return
+    if a.r < 1:
+        errors.append(f"adapter.r={a.r} must be at least 1 (the rank of LoRA's update; e.g. 8)")
+    if not a.alpha > 0:
+        errors.append(f"adapter.alpha={a.alpha} must be positive (e.g. 2 x adapter.r)")
+    if not 0.0 <= a.dropout < 1.0:
+        errors.append(f"adapter.dropout={a.dropout} must be in [0, 1)")
+    if a.bias not in BIASES:
+        errors.append(f"adapter.bias={a.bias!r} is not valid (valid: {', '.join(BIASES)})")
+    if a.target_modules is not None and len(a.target_modules) == 0:
+        errors.append(
+            "adapter.target_modules=[] names no module (give names, or null for peft's default)"
+        )
+    if cfg.freeze.name != "none":
+        errors.append(
+            f"freeze={cfg.freeze.name} with adapter=lora: LoRA already freezes every base weight "
+            "and trains its low-rank updates and the task head; use freeze=none (or adapter=none)"
+        )
+    if cfg.model.init == "random":
+        errors.append(
+            "adapter=lora with model.init=random: LoRA adapts pretrained weights, and random "
+            "ones are saved nowhere to load the adapter onto; use model.init=pretrained (or "
+            "adapter=none)"
+        )
+
+
 def _check_early_stopping(cfg: DictConfig, errors: list[str]) -> None:
     """The settings of early stopping and load_best that need no data (the dev split and the
     evaluation schedule are checked by check_early_stopping, once the data is read)."""
@@ -456,6 +490,7 @@ def _check_names(cfg: DictConfig, errors: list[str]) -> None:
         ("optimizer", cfg.optimizer.name),
         ("scheduler", cfg.scheduler.name),
         ("freeze", cfg.freeze.name),
+        ("adapter", cfg.adapter.name),
         ("loss", cfg.loss.name),
         ("backend", cfg.trainer.backend),
         ("tracking", cfg.tracking.backend),
@@ -718,6 +753,7 @@ def validate(cfg: DictConfig) -> None:
     limits = _check_model(cfg, errors)
     _check_data(cfg, limits, errors)
     _check_training(cfg, limits, errors)
+    _check_adapter(cfg, errors)
     _check_task(cfg, errors)
     _check_early_stopping(cfg, errors)
     errors += _objective_errors(cfg)

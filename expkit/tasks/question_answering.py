@@ -93,6 +93,7 @@ class QuestionAnsweringTask(Task):
     summary: ClassVar[tuple[str, ...]] = ("exact_match", "f1")
     metric_names: ClassVar[tuple[str, ...]] = ("exact_match", "f1", *V2_METRICS)
     model_class: ClassVar[str] = "AutoModelForQuestionAnswering"
+    peft_task_type: ClassVar[str] = "QUESTION_ANS"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)

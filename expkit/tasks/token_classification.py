@@ -137,6 +137,7 @@ class TokenClassificationTask(Task):
     summary: ClassVar[tuple[str, ...]] = ("f1", "precision", "recall")
     metric_names: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "accuracy")
     model_class: ClassVar[str] = "AutoModelForTokenClassification"
+    peft_task_type: ClassVar[str] = "TOKEN_CLS"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
