@@ -52,27 +52,30 @@ def saved_in_full(model: Any, new_weights: list[str]) -> list[str]:
     return names
 
 
-# The attention query and value projections of encoders peft has no default for (its own
-# table covers BERT, RoBERTa, DeBERTa, ELECTRA, GPT-2 and most decoders).
+# expkit's defaults, before peft's table (which covers most decoders): every linear layer of
+# the encoder's attention and feed-forward blocks. peft's BERT default (query and value only)
+# fell 0.064 short of full fine-tuning on SST-2 with MiniLM in 150 steps; these, 0.024.
+_BERT_LIKE = ["query", "key", "value", "dense"]
 _TARGETS = {
-    "distilbert": ["q_lin", "v_lin"],
-    "albert": ["query", "value"],
-    "camembert": ["query", "value"],
-    "ernie": ["query", "value"],
-    "megatron-bert": ["query", "value"],
-    "mpnet": ["q", "v"],
-    "modernbert": ["Wqkv"],
+    **dict.fromkeys(
+        ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert"),
+        _BERT_LIKE,
+    ),
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "albert": ["query", "key", "value", "dense", "ffn", "ffn_output"],
+    "mpnet": ["q", "k", "v", "o", "dense"],
+    "modernbert": ["Wqkv", "Wo", "Wi"],
 }
 
 
 def target_modules(cfg: DictConfig, model_type: str) -> list[str] | None:
-    """adapter.target_modules, else the default for the model type (peft's, then expkit's);
+    """adapter.target_modules, else the default for the model type (expkit's, then peft's);
     None when neither knows the type."""
     if cfg.target_modules:
         return list(cfg.target_modules)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT
 
-    found = PEFT.get(model_type) or _TARGETS.get(model_type)
+    found = _TARGETS.get(model_type) or PEFT.get(model_type)
     return list(found) if found else None
 
 

@@ -76,15 +76,13 @@ def test_lora_trains_its_updates_and_the_whole_head_only(
     model = apply_adapter(build_model(cfg.model, head, model_class), cfg.adapter, task_type)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert all(".lora_" in n or ".modules_to_save." in n for n in trainable), trainable
-    assert {n.split(".lora_")[0].rsplit(".", 1)[1] for n in trainable if ".lora_" in n} == {
-        "query",
-        "value",
-    }  # peft's default for BERT
+    targeted = {n.split(".lora_")[0].rsplit(".", 1)[1] for n in trainable if ".lora_" in n}
+    assert targeted == {"query", "key", "value", "dense"}  # expkit's default for BERT
     whole = [n for n in trainable if ".modules_to_save." in n]
     assert whole and all(f".{head_module}.modules_to_save." in n for n in whole)
     assert not any(".lora_" in n and f".{head_module}." in n for n in trainable)  # never targeted
     assert describe(model) == {
-        "adapter_target_modules": "query,value",
+        "adapter_target_modules": "dense,key,query,value",
         "adapter_modules_to_save": head_module,
     }
     total = sum(p.numel() for p in model.parameters())

@@ -62,7 +62,7 @@ def test_both_backends_train_lora_the_same(sweep):
     for run in (manual, hf):
         params = run.data.params
         assert params["adapter.name"] == "lora" and params["adapter.r"] == "8"
-        assert params["derived.adapter_target_modules"] == "query,value"
+        assert params["derived.adapter_target_modules"] == "dense,key,query,value"
         assert params["derived.adapter_modules_to_save"] == "classifier"
         trainable, total = (
             int(params["derived.trainable_params"]),
