@@ -115,7 +115,7 @@ ADAPTERS: dict[str, Callable[[Any, DictConfig, str, list[str]], Any]] = {
 }
 
 
-def apply_adapter(model: Any, cfg: DictConfig, task_type: str) -> Any:
+def apply_adapter(model: Any, cfg: DictConfig, task_type: str | None) -> Any:
     """The model with the adapter `cfg.name` says (the model itself for `none`).
 
     `task_type` is peft's for the task's head (the task's `peft_task_type`).
@@ -143,7 +143,7 @@ def _leaf_names(model: Any, heads: list[str]) -> tuple[list[str], list[str]]:
     return sorted(names), sorted(linear)
 
 
-def check_adapter(cfg: DictConfig, config: Any, model_class: str, task_type: str) -> None:
+def check_adapter(cfg: DictConfig, config: Any, model_class: str, task_type: str | None) -> None:
     """The adapter fits the model `config` describes: wrapped once on the meta device (no
     weights), so a target it lacks or a model peft cannot wrap is bad input, before the run."""
     if cfg.name == "none":

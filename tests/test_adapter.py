@@ -26,7 +26,7 @@ TASKS = [
      {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}}, "classifier"),
     ("token_classification", "AutoModelForTokenClassification", "TOKEN_CLS",
      {"num_labels": 5}, "classifier"),
-    ("question_answering", "AutoModelForQuestionAnswering", "QUESTION_ANS", {}, "qa_outputs"),
+    ("question_answering", "AutoModelForQuestionAnswering", None, {}, "qa_outputs"),
 ]  # fmt: skip
 
 
@@ -43,10 +43,12 @@ def lora_cfg(make_cfg, tiny_pretrained):
 
 def _batch(n: int = 4, length: int = 12) -> dict:
     torch.manual_seed(1)
-    return {
-        "input_ids": torch.randint(1000, 2000, (n, length)),
-        "attention_mask": torch.ones(n, length, dtype=torch.long),
-    }
+    segments = torch.zeros(n, length, dtype=torch.long)
+    segments[:, length // 2 :] = 1  # a pair: every input must reach the model (QA's segments)
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[1:, -3:] = 0  # and padding
+    return {"input_ids": torch.randint(1000, 2000, (n, length)), "attention_mask": mask,
+            "token_type_ids": segments}  # fmt: skip
 
 
 def _logits(out) -> torch.Tensor:

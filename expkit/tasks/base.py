@@ -27,7 +27,7 @@ class Task:
     # the scores `metrics` returns, without prefix (the loss aside); empty: not known
     metric_names: ClassVar[tuple[str, ...]] = ()
     model_class: ClassVar[str] = "AutoModelForSequenceClassification"
-    peft_task_type: ClassVar[str] = "SEQ_CLS"  # peft's TaskType of model_class (adapter=lora)
+    peft_task_type: ClassVar[str | None] = "SEQ_CLS"  # peft's TaskType (adapter=lora)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg

@@ -93,7 +93,9 @@ class QuestionAnsweringTask(Task):
     summary: ClassVar[tuple[str, ...]] = ("exact_match", "f1")
     metric_names: ClassVar[tuple[str, ...]] = ("exact_match", "f1", *V2_METRICS)
     model_class: ClassVar[str] = "AutoModelForQuestionAnswering"
-    peft_task_type: ClassVar[str] = "QUESTION_ANS"
+    # none: peft's QUESTION_ANS wrapper drops token_type_ids (the question/context segments);
+    # its plain PeftModel passes every input to the model
+    peft_task_type: ClassVar[str | None] = None
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
