@@ -36,6 +36,11 @@ def inner_model(model: Any) -> Any:
     return model.get_base_model() if is_adapted(model) else model
 
 
+def _within(name: str, modules: list[str]) -> bool:
+    """`name` is one of `modules` or inside one (dotted module names)."""
+    return any(name == m or name.startswith(f"{m}.") for m in modules)
+
+
 def saved_in_full(model: Any, new_weights: list[str]) -> list[str]:
     """The modules an adapter trains and saves whole: the task head (every child of the model
     outside its encoder that has parameters) and the modules of weights the checkpoint lacked."""
@@ -47,7 +52,7 @@ def saved_in_full(model: Any, new_weights: list[str]) -> list[str]:
     ]
     for key in new_weights:
         module = key.rpartition(".")[0]
-        if module and not any(module == n or module.startswith(f"{n}.") for n in names):
+        if module and not _within(module, names):
             names.append(module)
     return names
 
@@ -132,7 +137,7 @@ def _leaf_names(model: Any, heads: list[str]) -> tuple[list[str], list[str]]:
     names: set[str] = set()
     linear: set[str] = set()
     for full, module in model.named_modules():
-        if not full or any(full == h or full.startswith(f"{h}.") for h in heads):
+        if not full or _within(full, heads):
             continue
         if next(module.parameters(recurse=False), None) is None:
             continue
@@ -168,7 +173,7 @@ def check_adapter(cfg: DictConfig, config: Any, model_class: str, task_type: str
     modules = [n for n, _ in model.named_modules() if n]
     for target in targets:
         hits = [n for n in modules if n == target or n.endswith(f".{target}")]
-        inside = [n for n in hits if not any(n == h or n.startswith(f"{h}.") for h in heads)]
+        inside = [n for n in hits if not _within(n, heads)]
         if hits and not inside:
             raise ConfigError(
                 f"adapter.target_modules: {target!r} is the task head of {kind}, which trains "

@@ -285,12 +285,13 @@ def save_model(
     Written as a checkpoint is (a hidden sibling, renamed when complete): `directory` is a whole
     model or absent; a failed write raises ModelNotSaved.
     """
+    from expkit.adapter import is_adapted
     from expkit.checkpoint import WriteFailed, atomic_dir
 
     try:
         with atomic_dir(Path(directory), manifest=False) as tmp, quiet_transformers():
             model.save_pretrained(tmp)
-            if hasattr(model, "peft_config"):  # an adapter saves itself only: the base's config,
+            if is_adapted(model):  # an adapter saves itself only: the base's config,
                 model.get_base_model().config.save_pretrained(tmp)  # num_labels, id2label too
             tokenizer.save_pretrained(tmp)
             for name, text in (extra or {}).items():
