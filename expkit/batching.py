@@ -34,8 +34,10 @@ class EpochSampler:
         batch_size: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        collator: Any = None,
     ) -> None:
         self.num_samples = num_samples
+        self.collator = collator
         self.seed = seed
         self.lengths = lengths
         self.batch_size = batch_size
@@ -46,6 +48,9 @@ class EpochSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        # a collator that draws at random per epoch (masked LM) draws for this one
+        if hasattr(self.collator, "set_epoch"):
+            self.collator.set_epoch(epoch)
 
     def skip_next(self, count: int) -> None:
         """The next pass starts `count` samples in (a resumed epoch): nothing is loaded for them."""
@@ -93,14 +98,18 @@ def epoch_sampler(
     group_by_length: bool,
     rank: int = 0,
     world_size: int = 1,
+    collator: Any = None,
 ) -> EpochSampler:
     """The training order of both backends (lengths read once when grouping by length).
 
     The manual loop shards it per process (rank, world_size); the Trainer gets it whole and
-    accelerate deals its batches out to the processes.
+    accelerate deals its batches out to the processes. A `collator` with `set_epoch` (one that
+    masks at random) is told each epoch as the sampler is.
     """
     lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
-    return EpochSampler(len(dataset), seed, lengths, world_size * batch_size, rank, world_size)
+    return EpochSampler(
+        len(dataset), seed, lengths, world_size * batch_size, rank, world_size, collator
+    )
 
 
 def train_loader(

@@ -360,7 +360,7 @@ def _predict(args: argparse.Namespace, given: dict[str, Any], command: str, scra
     tracker = _open_evaluation(source, args, given, where, len(rows)) if gold is not None else None
     status = "FAILED"
     try:
-        scores, outputs = predictor.run(texts)
+        scores, outputs = predictor.run(texts, scoring=gold is not None)
         records = predictor.to_records(texts, scores, _ids(columns, rows))
         written = write_outputs(records, args.out)
         print(f"{len(records)} predictions of {where}: {' and '.join(map(str, written))}")

@@ -65,6 +65,7 @@ def task_from_spec(spec: dict[str, Any]) -> Any:
     task = task_class(spec["task"])(OmegaConf.create(spec["config"]["task"]))
     task.label_names = list(spec["label_names"])
     task.load_state(spec["task_state"] or {})
+    task.seed = int(spec["config"].get("seed", 0))
     return task
 
 
@@ -111,9 +112,10 @@ class Predictor:
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def run(self, texts: list[list[str]]) -> tuple[list[Any], list[Any]]:
+    def run(self, texts: list[list[str]], scoring: bool = False) -> tuple[list[Any], list[Any]]:
         """(scores, outputs) per example, in input order: what predictions are made from, and
-        what the task's metrics take."""
+        what the task's metrics take (`scoring`: the inputs are encoded to be scored, as
+        `expkit evaluate` does)."""
         import contextlib
 
         import torch
@@ -122,7 +124,8 @@ class Predictor:
         n = len(texts[0]) if texts else 0
         if n == 0:
             return [], []
-        encoded = self.task.encode_inputs(texts, self.tokenizer, self.task.encode_kwargs(self.data))
+        encode = self.task.encode_gold_inputs if scoring else self.task.encode_inputs
+        encoded = encode(texts, self.tokenizer, self.task.encode_kwargs(self.data))
         count = len(encoded["input_ids"])  # features: an example may have several (windows)
         scores: list[Any] = [None] * count
         outputs: list[Any] = [None] * count
@@ -138,11 +141,12 @@ class Predictor:
                 features = [{k: v[i] for k, v in encoded.items()} for i in index]
                 batch = {k: v.to(self.device) for k, v in self.collator(features).items()}
                 with autocast():
-                    logits = self.task.logits(self.model(**batch))
-                batch_scores = self.task.scores(logits).float().cpu().numpy()
-                batch_outputs = self.task.outputs(logits).cpu().numpy()
+                    batch_scores, batch_outputs = self.task.predict_batch(
+                        self.model, batch, self.tokenizer, scoring
+                    )
                 for j, i in enumerate(index):
-                    scores[i], outputs[i] = batch_scores[j], batch_outputs[j]
+                    scores[i] = batch_scores[j]
+                    outputs[i] = batch_outputs[j] if batch_outputs is not None else None
                 bar.update(len(index))
         bar.close()
         return self.task.merge(scores, encoded), self.task.merge(outputs, encoded)

@@ -1,5 +1,6 @@
 """Find and read the split files of a local data set: csv, tsv, jsonl/json, parquet, CoNLL
-column files (one token a line; a sentence per row) and SQuAD files (a row per question).
+column files (one token a line; a sentence per row), SQuAD files (a row per question) and plain
+text (a document per file, or a row per line).
 
 Errors name the file and line. Text formats use the stdlib alone (start-up stays fast);
 pandas is imported for parquet only.
@@ -24,12 +25,14 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "dev": ("dev", "validation", "valid", "val"),
     "test": ("test",),
 }
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
+FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll", "txt")
 DELIMITED = ("csv", "tsv")
 QUOTING = {"none": csv.QUOTE_NONE, "csv": csv.QUOTE_MINIMAL}
 # GLUE's tsv files carry unbalanced quotes inside fields: quoting is off unless asked for
 DEFAULT_QUOTING = {"tsv": "none", "csv": "csv"}
 EXTRA_FIELDS = ("error", "ignore")
+# how data.dev_fraction holds out dev rows: a seeded draw, or the end of the training text
+HOLDOUTS = ("random", "tail")
 FILE_SPLITS = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
 
 Cell = str | int | float | bool | list | dict | None
@@ -70,11 +73,14 @@ def find_split_files(directory: str | Path) -> dict[str, Path]:
             raise DataError(f"more than one {split} file in '{root}' ({names}): keep only one")
         if matches:
             found[split] = matches[0]
+    texts = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".txt")
+    if "train" not in found and not found and len(texts) == 1:
+        found["train"] = texts[0]  # one plain-text file and no split names: the training text
     if "train" not in found:
         present = ", ".join(sorted(p.name for p in root.iterdir())) or "nothing"
         raise DataError(
-            f"no train file in '{root}' (expected train.csv, train.tsv, train.jsonl or "
-            f"train.parquet; found: {present})"
+            f"no train file in '{root}' (expected train.csv, train.tsv, train.jsonl, "
+            f"train.parquet or train.txt, or a single .txt file; found: {present})"
         )
     return found
 
@@ -127,6 +133,9 @@ class ReadOptions:
     tag_column: int = -1
     tokens_field: str = "tokens"
     tags_field: str = "tags"
+    # plain-text files: the field their text fills, and a row per line instead of per file
+    text_field: str = "text"
+    line_by_line: bool = False
 
 
 LINE_FIELD = "_line"  # a CoNLL sentence's first line: errors about its tokens name the line
@@ -338,6 +347,21 @@ def _read_conll(path: Path, opts: ReadOptions) -> Table:
     return [opts.tokens_field, opts.tags_field, LINE_FIELD], rows
 
 
+def _read_txt(path: Path, opts: ReadOptions) -> Table:
+    """A plain-text file: one row holding the whole file (a document), or with
+    `opts.line_by_line` one row per non-blank line (its line number kept for messages)."""
+    text = _read_text(path)
+    field = opts.text_field
+    if not opts.line_by_line:
+        return [field], ([{field: text}] if text.strip() else [])
+    rows: list[Row] = [
+        {field: line.rstrip("\r"), LINE_FIELD: number}
+        for number, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
+    return [field, LINE_FIELD], rows
+
+
 def _read_parquet(path: Path) -> Table:
     import numpy as np
     import pandas as pd
@@ -384,6 +408,8 @@ def read_table(
         columns, rows = _read_parquet(path)
     elif ext == "conll":
         columns, rows = _read_conll(path, opts)
+    elif ext == "txt":
+        columns, rows = _read_txt(path, opts)
     else:
         supported = ", ".join(f".{f}" for f in FORMATS)
         kind = f"'.{ext}'" if ext else "(no extension)"
@@ -449,6 +475,8 @@ def read_options(data_cfg: Any) -> ReadOptions:
         tag_column=int(_get(data_cfg, "tag_column", -1)),
         tokens_field=str(_get(data_cfg, "tokens_field", "tokens")),
         tags_field=str(_get(data_cfg, "tags_field", "tags")),
+        text_field=str((_get(data_cfg, "text_fields") or ["text"])[0]),
+        line_by_line=bool(_get(data_cfg, "line_by_line", False)),
     )
 
 
@@ -479,6 +507,12 @@ def options_problems(data_cfg: Any) -> list[str]:
         problem = columns_problem(opts.columns)
         if problem is not None:
             problems.append(problem)
+    holdout = _get(data_cfg, "holdout", "random")
+    if holdout not in HOLDOUTS:
+        problems.append(
+            f"data.holdout={holdout!r} is not valid (valid: random: a seeded draw of rows; tail: "
+            "the end of the training text)"
+        )
     fraction = _get(data_cfg, "dev_fraction")
     if fraction is not None and not 0.0 < float(fraction) < 1.0:
         problems.append(
@@ -585,6 +619,29 @@ def hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], li
     return kept, held
 
 
+def hold_out_tail(rows: list[Row], fraction: float, field: str) -> tuple[list[Row], list[Row]]:
+    """(kept, held out): the last `fraction` of the rows' text in `field`, in order, nothing
+    shuffled (text read in order leaks nothing across the cut). The row the cut falls in is
+    split at the first line break after it (a whole document split in two); without one, the
+    row goes to the held-out part."""
+    total = sum(len(str(r[field])) for r in rows)
+    cut = round((1.0 - fraction) * total)
+    kept: list[Row] = []
+    seen = 0
+    for i, row in enumerate(rows):
+        text = str(row[field])
+        if seen + len(text) <= cut:
+            kept.append(row)
+            seen += len(text)
+            continue
+        at = text.find("\n", max(cut - seen - 1, 0))  # a cut at a line's start stays there
+        held = rows[i + 1 :]
+        if at < 0 or at + 1 >= len(text):
+            return kept, [row, *held]
+        return [*kept, {**row, field: text[: at + 1]}], [{**row, field: text[at + 1 :]}, *held]
+    return kept, []
+
+
 def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[str]]:
     """Read every split of a local data set as the data config says: (tables, sources, notes).
 
@@ -600,6 +657,10 @@ def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[s
     tables = {split: read_split(paths, opts, notes) for split, paths in files.items()}
     sources = {split: _source(paths) for split, paths in files.items()}
     fraction = _get(data_cfg, "dev_fraction")
+    tail = _get(data_cfg, "holdout", "random") == "tail"
+    if fraction is not None and tail and "dev" in tables:
+        notes.append(f"a dev file ({sources['dev']}) is read: data.dev_fraction={fraction} unused")
+        fraction = None
     if fraction is not None:
         if "dev" in tables:
             raise DataError(
@@ -608,7 +669,10 @@ def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[s
             )
         seed = int(_get(data_cfg, "split_seed", 0))
         columns, rows = tables["train"]
-        kept, held = hold_out(rows, float(fraction), seed)
+        if tail:
+            kept, held = hold_out_tail(rows, float(fraction), opts.text_field)
+        else:
+            kept, held = hold_out(rows, float(fraction), seed)
         where = sources["train"]
         if not held or not kept:
             part = "no row" if not held else "every row"
@@ -618,13 +682,20 @@ def read_splits(data_cfg: Any) -> tuple[dict[str, Table], dict[str, str], list[s
             )
         share = f"{float(fraction) * 100:g}%"
         tables["train"], tables["dev"] = (columns, kept), (columns, held)
-        sources["dev"] = f"{where} (dev: {share} held out, split_seed {seed})"
-        sources["train"] = (
-            f"{where} (train: without the {share} held out as dev, split_seed {seed})"
-        )
-        notes.append(
-            f"dev split: {len(held)} of the {len(rows)} train rows of {where} held out "
-            f"(data.dev_fraction={fraction}, data.split_seed={seed}); {len(kept)} remain for train"
-        )
+        how = "the end of the text" if tail else f"split_seed {seed}"
+        sources["dev"] = f"{where} (dev: {share} held out, {how})"
+        sources["train"] = f"{where} (train: without the {share} held out as dev, {how})"
+        if tail:
+            chars = sum(len(str(r[opts.text_field])) for r in held)
+            notes.append(
+                f"dev split: the last {chars} characters of the training text ({where}) held "
+                f"out, in order (data.dev_fraction={fraction}, data.holdout=tail)"
+            )
+        else:
+            notes.append(
+                f"dev split: {len(held)} of the {len(rows)} train rows of {where} held out "
+                f"(data.dev_fraction={fraction}, data.split_seed={seed}); {len(kept)} remain "
+                "for train"
+            )
     order = [s for s in SPLIT_ALIASES if s in tables]  # train, dev, test
     return {s: tables[s] for s in order}, {s: sources[s] for s in order}, notes

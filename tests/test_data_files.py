@@ -291,7 +291,7 @@ def folder(tmp_path: Path) -> Path:
     [
         (
             ["data.format=xls"],
-            "data.format='xls' is not valid (valid: csv, tsv, jsonl, json, parquet, conll)",
+            "data.format='xls' is not valid (valid: csv, tsv, jsonl, json, parquet, conll, txt)",
         ),
         (["data.quoting=double"], "data.quoting='double' is not valid (valid: none"),
         (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from expkit.errors import DataError
-from expkit.tables import find_split_files, read_table
+from expkit.tables import ReadOptions, find_split_files, read_table
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MRPC_COLUMNS = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
@@ -95,8 +95,8 @@ def test_no_train_file_lists_what_is_there(tmp_path):
     with pytest.raises(DataError) as err:
         find_split_files(tmp_path)
     assert str(err.value) == (
-        f"no train file in '{tmp_path.resolve()}' (expected train.csv, train.tsv, train.jsonl "
-        "or train.parquet; found: a.txt, b.md, dev.csv)"
+        f"no train file in '{tmp_path.resolve()}' (expected train.csv, train.tsv, train.jsonl, "
+        "train.parquet or train.txt, or a single .txt file; found: a.txt, b.md, dev.csv)"
     )
 
 
@@ -181,13 +181,22 @@ def test_not_utf8(tmp_path):
 
 
 def test_unknown_extension(tmp_path):
-    path = _write(tmp_path / "train.txt", "a\n1\n")
+    path = _write(tmp_path / "train.iob", "a\n1\n")
     with pytest.raises(DataError) as err:
         read_table(path)
     assert str(err.value) == (
-        f"{path}: unsupported file type '.txt' (supported: .csv, .tsv, .jsonl, .json, .parquet, "
-        ".conll; a file of another extension is read as data.format says, e.g. data.format=conll)"
+        f"{path}: unsupported file type '.iob' (supported: .csv, .tsv, .jsonl, .json, .parquet, "
+        ".conll, .txt; a file of another extension is read as data.format says, e.g. "
+        "data.format=conll)"
     )
+
+
+def test_a_txt_file_is_one_document_or_a_row_per_line(tmp_path):
+    path = _write(tmp_path / "train.txt", "To be,\n\nor not.\n")
+    assert read_table(path) == (["text"], [{"text": "To be,\n\nor not.\n"}])
+    _columns, rows = read_table(path, ReadOptions(line_by_line=True))
+    assert [r["text"] for r in rows] == ["To be,", "or not."]
+    assert [r["_line"] for r in rows] == [1, 3]
 
 
 # --- json --------------------------------------------------------------------------------------

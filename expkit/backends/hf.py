@@ -250,7 +250,7 @@ def _trainer_class() -> type:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             return epoch_sampler(
                 dataset, self.order_seed, self.args.per_device_train_batch_size,
-                self.group_by_length,
+                self.group_by_length, collator=self.data_collator,
             )  # fmt: skip
 
         def compute_loss(
@@ -454,8 +454,8 @@ def train(job: TrainJob) -> dict[str, float]:
         return task_metrics(job, split["name"], list(prediction.predictions))
 
     def keep_outputs(logits: Any, labels: Any) -> Any:
-        # what the task keeps of each batch (class ids, scores, probabilities), not the logits
-        return job.task.outputs(job.task.logits(logits))
+        # what the task keeps of each batch (class ids, scores, token losses), not the logits
+        return job.task.batch_outputs(logits, labels)
 
     trainer = _trainer_class()(
         model=job.model,

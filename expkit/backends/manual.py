@@ -76,7 +76,7 @@ def evaluate(job: TrainJob, split: str, device: Any, autocast: Any) -> dict[str,
             n = batch_size(batch)
             total_loss += float(loss) * n  # per-sample mean over the split
             count += n
-            outputs.extend(job.task.outputs(job.task.logits(out)).cpu().numpy())
+            outputs.extend(job.task.batch_outputs(out, batch.get("labels")).cpu().numpy())
     model.train(was_training)
     if here.active:
         parts = all_gather((outputs, total_loss, count), here)
@@ -129,8 +129,9 @@ def train(job: TrainJob) -> dict[str, float]:
     accum = int(t.grad_accum_steps)
     train_set = job.datasets["train"]
     sampler = epoch_sampler(
-        train_set, job.cfg.seed, t.batch_size, job.cfg.data.group_by_length, here.rank, here.size
-    )
+        train_set, job.cfg.seed, t.batch_size, job.cfg.data.group_by_length, here.rank, here.size,
+        job.collator,
+    )  # fmt: skip
     loader = train_loader(
         train_set, job.collator, t.batch_size, sampler, t.num_workers,
         pin_memory=device.type == "cuda",

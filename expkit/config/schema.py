@@ -61,6 +61,10 @@ class DataConfig:
     quoting: str | None = None  # none (quotes are text; tsv default) | csv (csv default)
     dev_fraction: float | None = None  # hold out this share of train as dev (no dev file)
     split_seed: int = 0  # the shuffle that picks the held-out dev rows
+    # how dev_fraction holds out: random (a seeded draw of rows) | tail (the end of the text,
+    # in order: language modelling, where neighbouring text would leak across a random cut)
+    holdout: str = "random"
+    line_by_line: bool = False  # plain-text files: a row per line (else a document per file)
     max_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -135,6 +139,7 @@ class TaskConfig:
 
     name: str = MISSING  # a name in expkit.tasks.TASKS
     objective: str = MISSING  # the default objective.metric of this task
+    direction: str = "maximize"  # the default objective.direction (minimize for a loss)
 
 
 @dataclass
@@ -162,6 +167,23 @@ class QuestionAnsweringTaskConfig(TaskConfig):
     # v2: no answer when the null score beats the best span's score by more than this
     null_score_threshold: float = 0.0
     fix_offsets: bool = False  # true: an answer not at its answer_start is looked for nearby
+
+
+@dataclass
+class MaskedLMTaskConfig(TaskConfig):
+    mlm_probability: float = 0.15  # the share of tokens masked (as BERT)
+    whole_word_mask: bool = False  # mask every sub-token of a chosen word together
+    eval_mask_seed: int = 0  # dev / test are masked once with this seed: losses compare
+    top_k: int = 5  # predictions: candidates per [MASK]
+
+
+@dataclass
+class CausalLMTaskConfig(TaskConfig):
+    block_size: int = 128  # tokens per training example (texts packed into blocks)
+    max_new_tokens: int = 50  # predictions: tokens generated per prompt
+    do_sample: bool = False  # predictions: sample (seeded) instead of greedy decoding
+    temperature: float = 1.0  # with do_sample
+    top_p: float = 1.0  # with do_sample: nucleus sampling
 
 
 @dataclass
@@ -219,7 +241,7 @@ class ObjectiveConfig:
     """What a sweep optimizes and sorts by; the task function returns this metric's final value."""
 
     metric: str = "${task.objective}"  # any final metric: eval_f1, eval_loss, test_accuracy, ...
-    direction: str = "maximize"  # maximize | minimize
+    direction: str = "${task.direction}"  # maximize | minimize
 
 
 @dataclass
@@ -258,6 +280,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "schema_task_multilabel": MultiLabelTaskConfig,
         "schema_task_token_classification": TokenClassificationTaskConfig,
         "schema_task_question_answering": QuestionAnsweringTaskConfig,
+        "schema_task_masked_lm": MaskedLMTaskConfig,
+        "schema_task_causal_lm": CausalLMTaskConfig,
     },
     "model": {"schema_model": ModelConfig},
     "data": {"schema_data": DataConfig},

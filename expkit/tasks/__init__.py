@@ -24,6 +24,8 @@ TASKS: dict[str, str] = {
     "multilabel": "expkit.tasks.multilabel:MultiLabelTask",
     "token_classification": "expkit.tasks.token_classification:TokenClassificationTask",
     "question_answering": "expkit.tasks.question_answering:QuestionAnsweringTask",
+    "masked_lm": "expkit.tasks.language_modeling:MaskedLMTask",
+    "causal_lm": "expkit.tasks.language_modeling:CausalLMTask",
 }
 
 
@@ -33,8 +35,10 @@ def task_class(name: str) -> type[Task]:
 
 
 def build_task(cfg: DictConfig) -> Task:
-    """The task of a run config (its `task` section)."""
-    return task_class(str(cfg.task.name))(cfg.task)
+    """The task of a run config (its `task` section), with the run's seed."""
+    task = task_class(str(cfg.task.name))(cfg.task)
+    task.seed = int(cfg.seed)
+    return task
 
 
 __all__ = ["TASKS", "Task", "build_task", "task_class"]

@@ -32,6 +32,7 @@ class Task:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.label_names: list[str] = []
+        self.seed = 0  # the run's seed: what the task draws at random from (masking)
 
     def bind(self, raw: RawData) -> None:
         """The data's label space, read: metrics and predictions name labels by it."""
@@ -118,6 +119,12 @@ class Task:
         """What is kept of a batch's logits, one row per example (a tensor)."""
         raise NotImplementedError
 
+    def batch_outputs(self, output: Any, labels: Any) -> Any:
+        """What evaluation keeps of one batch, one row per feature (a tensor): `output` as for
+        `logits`, `labels` the batch's labels (a task whose scores need them, per-token losses,
+        reads them). Default: `outputs` of the logits."""
+        return self.outputs(self.logits(output))
+
     def metrics(self, outputs: list[Any], labels: list[Any], split: str) -> dict[str, float]:
         """Metrics of one split from the kept outputs and gold labels, one item per example."""
         raise NotImplementedError
@@ -149,6 +156,17 @@ class Task:
         """What a prediction is made from, one row per example (class probabilities, a value)."""
         return self.outputs(logits)
 
+    def predict_batch(
+        self, model: Any, batch: dict[str, Any], tokenizer: Any, scoring: bool
+    ) -> Any:
+        """(scores, outputs) of a batch of inputs, one item per feature: what predictions are
+        made from, and what `metrics` takes (`scoring`: the batch is of `encode_gold_inputs`).
+        Default: one forward pass, read by `scores` and `outputs`."""
+        logits = self.logits(model(**batch))
+        return list(self.scores(logits).float().cpu().numpy()), list(
+            self.outputs(logits).cpu().numpy()
+        )
+
     def prediction(self, score: Any, inputs: list[Any]) -> dict[str, Any]:
         """One example's scores as the fields of its prediction record; `inputs`: its input
         values, one per input field."""
@@ -172,6 +190,13 @@ class Task:
     ) -> dict[str, list]:
         """The model's input columns for the texts (as `encode`, without labels)."""
         raise NotImplementedError
+
+    def encode_gold_inputs(
+        self, texts: list[list[str]], tokenizer: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list]:
+        """The encoding `expkit evaluate` scores (a language model's: with its labels, which
+        come from the text). Default: `encode_inputs`."""
+        return self.encode_inputs(texts, tokenizer, kwargs)
 
     def input_fields(self, data_cfg: DictConfig) -> list[str]:
         """The names of the model's inputs, as a request or a file gives them."""
