@@ -43,17 +43,31 @@ def _within(name: str, modules: list[str]) -> bool:
 
 def saved_in_full(model: Any, new_weights: list[str]) -> list[str]:
     """The modules an adapter trains and saves whole: the task head (every child of the model
-    outside its encoder that has parameters) and the modules of weights the checkpoint lacked."""
+    outside its encoder that has parameters) and the modules of weights the checkpoint lacked.
+
+    A language model's output layer is its input embedding (tied weights): copied whole it would
+    train a vocabulary-sized matrix in full and come apart from the embedding it is tied to, so
+    of a module holding a tied weight only its submodules without one are saved (BERT's MLM
+    transform; GPT-2's lm_head, the embedding itself, stays frozen as the base)."""
     base = model.base_model
-    names = [
-        name
-        for name, child in model.named_children()
-        if child is not base and next(child.parameters(), None) is not None
-    ]
+    shared = {id(p) for p in base.parameters()}
+
+    def untied(name: str, module: Any) -> list[str]:
+        if next(module.parameters(), None) is None:
+            return []
+        if not any(id(p) in shared for p in module.parameters()):
+            return [name]
+        return [n for child, sub in module.named_children() for n in untied(f"{name}.{child}", sub)]
+
+    names = [n for name, child in model.named_children() if child is not base
+             for n in untied(name, child)]  # fmt: skip
     for key in new_weights:
         module = key.rpartition(".")[0]
         if module and not _within(module, names):
-            names.append(module)
+            sub = model.get_submodule(module)
+            inside = any(sub is m for m in base.modules())  # a pooler the checkpoint lacked
+            names += [n for n in ([module] if inside else untied(module, sub))
+                      if not _within(n, names)]  # fmt: skip
     return names
 
 

@@ -259,3 +259,22 @@ def test_generation_is_greedy_or_seeded_by_prompt(tmp_path):
         one, _ = task.predict_batch(model, collator(_features(enc, [1])), tokenizer, False)
         two, _ = task.predict_batch(model, collator(_features(enc, [0, 1])), tokenizer, False)
     assert one[0] == two[1]  # the same prompt, the same sample, whatever the batch
+
+
+# -- adapters --------------------------------------------------------------------------------
+def test_lora_leaves_a_tied_output_layer_to_the_embedding(tmp_path):
+    """An output layer tied to the input embedding is not copied to train in full: GPT-2's
+    lm_head stays the (frozen) embedding; of BERT's new MLM head only the transform trains."""
+    from expkit.adapter import saved_in_full
+    from expkit.model import build_model
+
+    for overrides, new, expected in (
+        (["task=causal_lm", "model=tiny_gpt2"], [], []),
+        (["task=masked_lm", "model=tiny"],
+         ["cls.predictions.bias", "cls.predictions.transform.dense.weight"],
+         ["cls.predictions.transform"]),
+    ):  # fmt: skip
+        cfg = _cfg(tmp_path, *overrides)
+        task = build_task(cfg)
+        model = build_model(cfg.model, {}, task.model_class, _tokenizer(cfg).pad_token_id)
+        assert saved_in_full(model, new) == expected, overrides

@@ -163,6 +163,47 @@ def test_the_trained_model_is_a_base_to_train_on(lm, tmp_path):
         assert metrics["eval_loss"] < start
 
 
+def test_lora_on_the_trained_model_equal_on_both_backends(lm):
+    """The saved model as the base of a LoRA sweep over both backends: the same steps, only
+    the adapter (and no tied output layer) trains, and model/ and adapter/ predict alike."""
+    task, workdir, data, _client, _parents, _runs = lm
+    saved = workdir / "runs" / "sweep" / "0" / "model"
+    args = [*SETTINGS[task], "data=text", f"data.path={data}", "model.init=pretrained",
+            f"model.name_or_path={saved}", "adapter=lora", "trainer.max_steps=6",
+            "trainer.batch_size=8", "trainer.log_every=1", "trainer.eval_every=3",
+            "trainer.progress=false", "tracking.uri=sqlite:///runs/lora.db"]  # fmt: skip
+    proc = run_cli("-m", "trainer=manual,hf", *args, "hydra.sweep.dir=runs/lora", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, _, children = sweep_runs(f"sqlite:///{workdir}/runs/lora.db")
+    runs = {r.data.tags["expkit.backend"]: r for r in children}
+    manual, hf = runs["manual"], runs["hf"]
+    for name in ("loss", "eval_loss"):
+        a, b = _history(client, manual, name), _history(client, hf, name)
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], abs=1e-4), name
+    params = manual.data.params
+    trained = int(params["derived.trainable_params"])
+    assert 0 < trained < 0.2 * int(params["derived.total_params"])
+    kept = params.get("derived.adapter_modules_to_save", "")
+    assert "lm_head" not in kept and "decoder" not in kept
+    run_dir = workdir / "runs" / "lora" / "0"
+    inputs = workdir / "lora_inputs.jsonl"
+    prompt = "ROMEO:\nWhat [MASK] here?" if task == "masked_lm" else "ROMEO:\nWhat"
+    inputs.write_text(json.dumps({"text": prompt}) + "\n", "utf-8")
+    outputs = []
+    for source in (run_dir / "model", run_dir / "adapter"):
+        out = workdir / f"lora-{source.name}.jsonl"
+        proc = run_cli("predict", str(source), f"data.path={inputs}", "--out", str(out),
+                       cwd=workdir)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(json.loads(out.read_text()))
+    if task == "masked_lm":
+        a, b = (o["masks"][0] for o in outputs)
+        assert [c["token"] for c in a] == [c["token"] for c in b]
+        assert [c["score"] for c in a] == pytest.approx([c["score"] for c in b], abs=1e-5)
+    else:
+        assert outputs[0]["generated"] == outputs[1]["generated"]
+
+
 @pytest.mark.parametrize(
     ("args", "content", "needles"),
     [
