@@ -24,6 +24,9 @@ _DROPOUT_FIELDS = (
     "attention_probs_dropout_prob",
     "dropout",
     "attention_dropout",
+    "resid_pdrop",  # GPT-2
+    "embd_pdrop",
+    "attn_pdrop",
 )
 
 
