@@ -179,7 +179,7 @@ class LanguageModelingTask(Task):
         """The token between two documents of a block."""
         raise NotImplementedError
 
-    def block_size(self, kwargs: dict[str, Any]) -> int:
+    def block_size(self, kwargs: dict[str, Any], tokenizer: Any = None) -> int:
         """Text tokens per block (special tokens aside)."""
         raise NotImplementedError
 
