@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,23 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def two_processes_and_one(*args: str, cwd: Path) -> tuple[dict, dict]:
+    """The metrics.json of the run `args` on two processes of batch 4 (torchrun, runs/two) and
+    on one process of batch 8 (runs/one): the same global batch, to compare."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=cwd)
+    assert one.returncode == 0, one.stderr[-3000:]
+    return tuple(
+        json.loads((cwd / "runs" / d / "metrics.json").read_text()) for d in ("two", "one")
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA, run_cli, sweep_runs
+from tests.conftest import SHARED_DATA, run_cli, sweep_runs, two_processes_and_one
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 pytestmark = pytest.mark.slow
@@ -227,9 +227,6 @@ def test_bad_language_model_input_is_one_line(tmp_path, args, content, needles):
 def test_two_processes_train_and_evaluate_a_language_model_as_one(tmp_path):
     """torchrun: each block evaluated once and the loss weighted by tokens across processes;
     two processes of 4 train as one of 8 (causal LM, no dropout, full blocks)."""
-    import os
-    import subprocess
-    import sys
 
     data = tmp_path / "data"
     data.mkdir()
@@ -237,16 +234,6 @@ def test_two_processes_train_and_evaluate_a_language_model_as_one(tmp_path):
     args = [*SETTINGS["causal_lm"], "data=text", f"data.path={data}", "model.dropout=0",
             "trainer.max_steps=4", "trainer.save_model=false", "trainer.progress=false",
             "tracking=none"]  # fmt: skip
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    a, b = two_processes_and_one(*args, cwd=tmp_path)
     for name in ("eval_loss", "eval_perplexity", "eval_accuracy"):
         assert a[name] == pytest.approx(b[name], rel=1e-4), name

@@ -6,9 +6,6 @@ evaluate, two processes as one, a resumed run, SQuAD v2, and bad input stopped a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from omegaconf import OmegaConf
 from expkit.errors import ConfigError, DataError
 from expkit.tables import ReadOptions, read_table
 from expkit.tasks import task_class
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import SHARED_DATA, run_cli, two_processes_and_one
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 TASK_CFG = {"name": "question_answering", "objective": "eval_f1",
@@ -744,16 +741,7 @@ def test_two_processes_evaluate_question_answering_as_one(qa_runs, tmp_path):
     args = [*QA, f"data.path={data}", "trainer=manual", "trainer.max_steps=2",
             "data.max_train_samples=32", "optimizer.lr=1e-6", "trainer.save_model=false",
             "trainer.eval_batch_size=5"]  # fmt: skip
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a, b = _metrics(tmp_path, "two"), _metrics(tmp_path, "one")
+    a, b = two_processes_and_one(*args, cwd=tmp_path)
     for name in METRICS:
         assert a[name] == pytest.approx(b[name], abs=1e-9), name
     assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-5)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SHARED_DATA, run_cli, sweep_runs
+from tests.conftest import SHARED_DATA, run_cli, sweep_runs, two_processes_and_one
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 pytestmark = pytest.mark.slow
@@ -214,25 +214,12 @@ def test_a_multilabel_run_resumed_from_its_checkpoint_ends_as_the_whole_run(tmp_
 
 
 def test_two_processes_evaluate_a_regression_as_one(tmp_path):
-    import os
-    import subprocess
-    import sys
 
     data = _write(tmp_path / "data", "regression", n=64)
     args = ["model=tiny", "model.dropout=0", "task=regression", "data=local",
             f"data.path={data}", "trainer.max_steps=4", "trainer.save_model=false",
             "optimizer.lr=1e-3", "trainer.progress=false"]  # fmt: skip
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    a, b = two_processes_and_one(*args, cwd=tmp_path)
     # 60 dev and test examples split 30 / 30 between the processes, each counted once
     for name in ("eval_pearson", "eval_mse", "test_pearson", "test_spearman", "test_rmse"):
         assert a[name] == pytest.approx(b[name], abs=1e-4), name

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from expkit.tasks.token_classification import (
     words_of,
     write_tags,
 )
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import SHARED_DATA, run_cli, two_processes_and_one
 from tests.test_errors import _assert_no_run_recorded, _assert_one_line_error
 
 TASK_CFG = {"name": "token_classification", "objective": "eval_f1", "scheme": "IOB2",
@@ -411,17 +408,7 @@ def test_two_processes_evaluate_token_classification_as_one(tmp_path, backend):
             f"data.path={data}", "trainer.max_steps=3", "trainer.save_model=false",
             "optimizer.lr=1e-3", "trainer.progress=false", "data.max_length=24", "task.stride=4",
             f"trainer={backend}", "trainer.eval_batch_size=3"]  # fmt: skip
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "expkit", *args, "trainer.batch_size=4", "hydra.run.dir=runs/two"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli(*args, "trainer.batch_size=8", "hydra.run.dir=runs/one", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    a, b = two_processes_and_one(*args, cwd=tmp_path)
     # windows of one sentence split between the processes, put back together: the same words
     for name in ("eval_f1", "eval_precision", "eval_recall", "eval_accuracy"):
         assert a[name] == pytest.approx(b[name], abs=1e-6), name
