@@ -74,7 +74,7 @@ def find_split_files(directory: str | Path) -> dict[str, Path]:
         if matches:
             found[split] = matches[0]
     texts = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".txt")
-    if "train" not in found and not found and len(texts) == 1:
+    if not found and len(texts) == 1:
         found["train"] = texts[0]  # one plain-text file and no split names: the training text
     if "train" not in found:
         present = ", ".join(sorted(p.name for p in root.iterdir())) or "nothing"

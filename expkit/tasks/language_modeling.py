@@ -38,8 +38,9 @@ BOOKKEEPING = (EXAMPLE, SPECIAL, OFFSETS)
 _SPLIT_CODES = {"train": 0, "dev": 1, "test": 2, "input": 3}
 
 
-def mask_seed(*parts: int) -> int:
-    """A torch seed from several integers (run seed, epoch, block), well mixed."""
+def mixed_seed(*parts: int) -> int:
+    """A torch seed from several integers (run seed, epoch, block; run seed, prompt), well
+    mixed."""
     import numpy as np
 
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
@@ -99,7 +100,7 @@ class LMCollator:
         for f in features:
             row = {k: list(v) for k, v in f.items() if k not in BOOKKEEPING}
             if self.masker is not None and SPECIAL in f and "labels" not in row:
-                seed = mask_seed(self.seed, self.epoch, int(f[EXAMPLE]))
+                seed = mixed_seed(self.seed, self.epoch, int(f[EXAMPLE]))
                 row["input_ids"], row["labels"] = mask_block(
                     self.masker, row["input_ids"], list(f[SPECIAL]), f.get(OFFSETS), seed
                 )
@@ -439,7 +440,7 @@ class MaskedLMTask(LanguageModelingTask):
         specials = out.pop(SPECIAL)
         inputs, labels = [], []
         for number, (ids, special) in enumerate(zip(out["input_ids"], specials, strict=True)):
-            seed = mask_seed(kwargs["eval_mask_seed"], _SPLIT_CODES[split], number)
+            seed = mixed_seed(kwargs["eval_mask_seed"], _SPLIT_CODES[split], number)
             spans = offsets[number] if offsets is not None else None
             masked, label = mask_block(masker, ids, special, spans, seed)
             inputs.append(masked)
@@ -600,7 +601,7 @@ class CausalLMTask(LanguageModelingTask):
                 ids = ids[-(positions - new) :]  # the end of a long prompt
             if t.do_sample:
                 prompt = zlib.crc32(str(ids.tolist()).encode("ascii"))
-                torch.manual_seed(mask_seed(self.seed, prompt))
+                torch.manual_seed(mixed_seed(self.seed, prompt))
             generated = model.generate(
                 input_ids=ids[None], attention_mask=torch.ones_like(ids)[None],
                 max_new_tokens=new, pad_token_id=tokenizer.pad_token_id, **sampling,
